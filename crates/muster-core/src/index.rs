@@ -1,0 +1,440 @@
+//! The directory index: an immutable snapshot of every visible record in
+//! the cluster, keyed by host, name, IP and label.
+//!
+//! A [`Snapshot`] is built from persistent maps (`imbl`), so
+//! [`Snapshot::apply`] makes a new snapshot that shares everything the
+//! changes did not touch: an update costs O(changed records × log n), never
+//! O(all records). One writer (the gossip sync task) applies changes and
+//! publishes the result; readers hold an `Arc<Snapshot>` and never lock.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap, OrdSet};
+
+use crate::record::Record;
+use crate::selector::Selector;
+
+/// Identifies one record in the cluster: the host that publishes it and
+/// its id there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey {
+    /// Node name of the publishing agent.
+    pub host: Arc<str>,
+    /// Record id, unique on that host.
+    pub id: Arc<str>,
+}
+
+/// A change to apply to a snapshot.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Insert or replace the record `(record.host, record.id)`.
+    Upsert(Record),
+    /// Remove one record.
+    Remove {
+        /// Node name of the publishing agent.
+        host: String,
+        /// Record id.
+        id: String,
+    },
+    /// Remove every record of a host.
+    RemoveHost(String),
+    /// Replace the member list.
+    Members(Vec<Member>),
+}
+
+/// How the local agent sees another agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Liveness {
+    /// Heard from recently.
+    Alive,
+    /// Declared dead by the failure detector; its records stay visible
+    /// until the dead grace has passed.
+    Dead,
+}
+
+impl Liveness {
+    /// The lower-case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+        }
+    }
+}
+
+/// One agent of the cluster, as the local agent knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node name (the `host` of its records).
+    pub name: String,
+    /// Address it gossips on.
+    pub gossip_addr: SocketAddr,
+    /// Alive or dead.
+    pub liveness: Liveness,
+    /// Grows on every restart of the agent.
+    pub generation: u64,
+    /// Records it publishes (as gossiped, whether visible or not).
+    pub records: usize,
+    /// Whether its records are in the directory (false once dead past
+    /// the grace).
+    pub visible: bool,
+    /// Facts it publishes about itself (agent version, API addresses).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// An immutable view of the whole directory.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    revision: u64,
+    hosts: HashMap<Arc<str>, OrdMap<Arc<str>, Arc<Record>>>,
+    by_name: HashMap<Arc<str>, Arc<[Arc<Record>]>>,
+    by_ip: HashMap<IpAddr, Arc<[Arc<Record>]>>,
+    by_label: HashMap<(Arc<str>, Arc<str>), OrdSet<RecordKey>>,
+    members: Arc<[Member]>,
+    len: usize,
+}
+
+fn key_of(record: &Record) -> RecordKey {
+    RecordKey {
+        host: Arc::from(record.host.as_str()),
+        id: Arc::from(record.id.as_str()),
+    }
+}
+
+fn same_record(a: &Record, b: &Record) -> bool {
+    a.host == b.host && a.id == b.id
+}
+
+/// Normalises a name for the by-name map; DNS names match regardless of
+/// ASCII case.
+fn name_key(name: &str) -> Arc<str> {
+    Arc::from(name.to_ascii_lowercase())
+}
+
+impl Snapshot {
+    /// An empty directory at revision 0.
+    pub fn new() -> Snapshot {
+        Snapshot::default()
+    }
+
+    /// Grows by one for every applied batch of changes that altered
+    /// anything.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the directory holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Records answering to `name` (its name or an alias), in any ASCII
+    /// case; empty when none.
+    pub fn lookup(&self, name: &str) -> &[Arc<Record>] {
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_name.get(name.to_ascii_lowercase().as_str())
+        } else {
+            self.by_name.get(name)
+        };
+        found.map_or(&[], |r| r)
+    }
+
+    /// Records holding `ip` on any network.
+    pub fn by_ip(&self, ip: IpAddr) -> &[Arc<Record>] {
+        self.by_ip.get(&ip).map_or(&[], |r| r)
+    }
+
+    /// One record by host and id.
+    pub fn get(&self, host: &str, id: &str) -> Option<&Arc<Record>> {
+        self.hosts.get(host)?.get(id)
+    }
+
+    /// Records of one host, by id.
+    pub fn host_records(&self, host: &str) -> impl Iterator<Item = &Arc<Record>> {
+        self.hosts.get(host).into_iter().flat_map(|m| m.values())
+    }
+
+    /// Every record, host by host.
+    pub fn records(&self) -> impl Iterator<Item = &Arc<Record>> {
+        self.hosts.values().flat_map(|m| m.values())
+    }
+
+    /// Records whose labels match `selector`, sorted by name then host.
+    /// Uses the label index when the selector requires a `key=value` pair.
+    pub fn select(&self, selector: &Selector) -> Vec<Arc<Record>> {
+        let narrowest = selector
+            .required_pairs()
+            .map(|(k, v)| {
+                self.by_label
+                    .get(&(Arc::from(k), Arc::from(v)))
+                    .map_or(0, OrdSet::len)
+            })
+            .enumerate()
+            .min_by_key(|(_, n)| *n);
+        let mut out: Vec<Arc<Record>> = match narrowest {
+            Some((i, _)) => {
+                let (k, v) = selector.required_pairs().nth(i).expect("index from same iterator");
+                self.by_label
+                    .get(&(Arc::from(k), Arc::from(v)))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|key| self.get(&key.host, &key.id))
+                    .filter(|r| selector.matches(&r.labels))
+                    .cloned()
+                    .collect()
+            }
+            None => self
+                .records()
+                .filter(|r| selector.matches(&r.labels))
+                .cloned()
+                .collect(),
+        };
+        out.sort_by(|a, b| (&a.name, &a.host, &a.id).cmp(&(&b.name, &b.host, &b.id)));
+        out
+    }
+
+    /// The agents of the cluster, sorted by name.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// A new snapshot with `changes` applied in order. The revision grows
+    /// by one if anything changed.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> Snapshot {
+        let mut next = self.clone();
+        let mut changed = false;
+        for change in changes {
+            changed |= next.apply_one(change);
+        }
+        if changed {
+            next.revision += 1;
+        }
+        next
+    }
+
+    fn apply_one(&mut self, change: Change) -> bool {
+        match change {
+            Change::Upsert(record) => {
+                if self
+                    .get(&record.host, &record.id)
+                    .is_some_and(|old| **old == record)
+                {
+                    return false;
+                }
+                self.remove(&record.host, &record.id);
+                self.insert(Arc::new(record));
+                true
+            }
+            Change::Remove { host, id } => self.remove(&host, &id),
+            Change::RemoveHost(host) => {
+                let Some(records) = self.hosts.get(host.as_str()).cloned() else {
+                    return false;
+                };
+                for id in records.keys() {
+                    self.remove(&host, id);
+                }
+                true
+            }
+            Change::Members(mut members) => {
+                members.sort_by(|a, b| a.name.cmp(&b.name));
+                if *self.members == *members {
+                    return false;
+                }
+                self.members = members.into();
+                true
+            }
+        }
+    }
+
+    fn insert(&mut self, record: Arc<Record>) {
+        let key = key_of(&record);
+        self.hosts
+            .entry(key.host.clone())
+            .or_default()
+            .insert(key.id.clone(), record.clone());
+        self.len += 1;
+        let mut names: Vec<Arc<str>> = record.names().map(name_key).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            add_to_list(&mut self.by_name, name, &record);
+        }
+        let mut ips: Vec<IpAddr> = record.addresses.iter().map(|a| a.ip).collect();
+        ips.sort();
+        ips.dedup();
+        for ip in ips {
+            add_to_list(&mut self.by_ip, ip, &record);
+        }
+        for (k, v) in &record.labels {
+            self.by_label
+                .entry((Arc::from(k.as_str()), Arc::from(v.as_str())))
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    fn remove(&mut self, host: &str, id: &str) -> bool {
+        let Some(records) = self.hosts.get_mut(host) else {
+            return false;
+        };
+        let Some(old) = records.remove(id) else {
+            return false;
+        };
+        if records.is_empty() {
+            self.hosts.remove(host);
+        }
+        self.len -= 1;
+        for name in old.names() {
+            remove_from_list(&mut self.by_name, name_key(name), &old);
+        }
+        for address in &old.addresses {
+            remove_from_list(&mut self.by_ip, address.ip, &old);
+        }
+        let key = key_of(&old);
+        for (k, v) in &old.labels {
+            let label = (Arc::from(k.as_str()), Arc::from(v.as_str()));
+            if let Some(set) = self.by_label.get_mut(&label) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_label.remove(&label);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Adds a record to a small per-key list, kept sorted by (host, id) so that
+/// answers are stable.
+fn add_to_list<K>(map: &mut HashMap<K, Arc<[Arc<Record>]>>, key: K, record: &Arc<Record>)
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    let mut list: Vec<Arc<Record>> = map.get(&key).map(|l| l.to_vec()).unwrap_or_default();
+    list.push(record.clone());
+    list.sort_by(|a, b| (&a.host, &a.id).cmp(&(&b.host, &b.id)));
+    map.insert(key, list.into());
+}
+
+fn remove_from_list<K>(map: &mut HashMap<K, Arc<[Arc<Record>]>>, key: K, record: &Record)
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    let Some(list) = map.get(&key) else { return };
+    if !list.iter().any(|r| same_record(r, record)) {
+        return;
+    }
+    let kept: Vec<Arc<Record>> = list.iter().filter(|r| !same_record(r, record)).cloned().collect();
+    if kept.is_empty() {
+        map.remove(&key);
+    } else {
+        map.insert(key, kept.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Address, Source};
+
+    fn record(host: &str, id: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> Record {
+        let mut r = Record::new(id, name, Source::Static);
+        r.host = host.into();
+        r.addresses.push(Address {
+            network: "static".into(),
+            ip: ip.parse().expect("test ip"),
+        });
+        r.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        r
+    }
+
+    fn names(records: &[Arc<Record>]) -> Vec<String> {
+        records.iter().map(|r| format!("{}@{}", r.name, r.host)).collect()
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive_and_spans_hosts() {
+        let s = Snapshot::new().apply([
+            Change::Upsert(record("a", "1", "Web-1", "10.0.0.1", &[])),
+            Change::Upsert(record("b", "1", "web-1", "10.0.0.2", &[])),
+        ]);
+        assert_eq!(names(s.lookup("WEB-1")), ["Web-1@a", "web-1@b"]);
+        assert_eq!(names(s.lookup("web-1")), ["Web-1@a", "web-1@b"]);
+        assert!(s.lookup("web-2").is_empty());
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn upsert_replaces_every_index_entry_of_the_old_record() {
+        let s = Snapshot::new().apply([Change::Upsert(record(
+            "a",
+            "1",
+            "web-1",
+            "10.0.0.1",
+            &[("app", "web")],
+        ))]);
+        let s = s.apply([Change::Upsert(record("a", "1", "api-1", "10.0.0.9", &[("app", "api")]))]);
+        assert!(s.lookup("web-1").is_empty());
+        assert!(s.by_ip("10.0.0.1".parse().unwrap()).is_empty());
+        assert!(s.select(&"app=web".parse().unwrap()).is_empty());
+        assert_eq!(names(s.lookup("api-1")), ["api-1@a"]);
+        assert_eq!(names(s.by_ip("10.0.0.9".parse().unwrap())), ["api-1@a"]);
+        assert_eq!(names(&s.select(&"app=api".parse().unwrap())), ["api-1@a"]);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn removing_a_host_removes_only_its_records() {
+        let s = Snapshot::new().apply([
+            Change::Upsert(record("a", "1", "web-1", "10.0.0.1", &[("app", "web")])),
+            Change::Upsert(record("a", "2", "web-2", "10.0.0.2", &[("app", "web")])),
+            Change::Upsert(record("b", "1", "web-3", "10.0.0.3", &[("app", "web")])),
+        ]);
+        let s2 = s.apply([Change::RemoveHost("a".into())]);
+        assert_eq!(names(&s2.select(&"app=web".parse().unwrap())), ["web-3@b"]);
+        assert_eq!(s2.len(), 1);
+        assert_eq!(s2.revision(), s.revision() + 1);
+        // The earlier snapshot is untouched: readers holding it see no change.
+        assert_eq!(s.len(), 3);
+        assert_eq!(names(s.lookup("web-1")), ["web-1@a"]);
+    }
+
+    #[test]
+    fn unchanged_input_does_not_bump_the_revision() {
+        let r = record("a", "1", "web-1", "10.0.0.1", &[]);
+        let s = Snapshot::new().apply([Change::Upsert(r.clone())]);
+        let again = s.apply([
+            Change::Upsert(r),
+            Change::Remove {
+                host: "a".into(),
+                id: "nope".into(),
+            },
+        ]);
+        assert_eq!(again.revision(), s.revision());
+    }
+
+    #[test]
+    fn select_combines_index_and_full_match() {
+        let s = Snapshot::new().apply([
+            Change::Upsert(record("a", "1", "web-1", "10.0.0.1", &[("app", "web"), ("env", "prod")])),
+            Change::Upsert(record("a", "2", "web-2", "10.0.0.2", &[("app", "web"), ("env", "dev")])),
+            Change::Upsert(record("a", "3", "db-1", "10.0.0.3", &[("app", "db"), ("env", "prod")])),
+        ]);
+        let select = |sel: &str| names(&s.select(&sel.parse().unwrap()));
+        assert_eq!(select("app=web,env=prod"), ["web-1@a"]);
+        assert_eq!(select("env=prod"), ["db-1@a", "web-1@a"]);
+        assert_eq!(select("app!=web"), ["db-1@a"]);
+        assert_eq!(select(""), ["db-1@a", "web-1@a", "web-2@a"]);
+        assert!(select("app=cache").is_empty());
+    }
+}

@@ -1,0 +1,19 @@
+//! The heart of muster, with no I/O: what a record is, how names are
+//! checked, how label selectors match, and the directory index that every
+//! reader (DNS, gRPC) queries through an immutable [`Snapshot`].
+//!
+//! Nothing here knows about chitchat, Docker, sockets or tokio. Gossip turns
+//! cluster state into [`Change`]s, [`Snapshot::apply`] turns changes into a
+//! new snapshot, and readers only ever hold an `Arc<Snapshot>`.
+
+#![warn(missing_docs)]
+
+mod index;
+mod name;
+mod record;
+mod selector;
+
+pub use index::{Change, Liveness, Member, RecordKey, Snapshot};
+pub use name::{NameError, validate_dns_label, validate_dns_name};
+pub use record::{Address, Health, Port, PortError, Protocol, Record, RecordError, Source, State};
+pub use selector::{Requirement, Selector, SelectorError};
