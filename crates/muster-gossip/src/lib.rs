@@ -1,1 +1,195 @@
-//! placeholder
+//! Gossip: the only part of muster that knows chitchat.
+//!
+//! Outbound, a [`Publisher`] writes this host's records into the local
+//! chitchat node state, one key per record (`r:<id>`), each value a
+//! base64-encoded protobuf record. Inbound, a sync task watches every
+//! node's state, turns what changed since its last look into
+//! [`muster_core::Change`]s and publishes a new [`Snapshot`] through an
+//! [`ArcSwap`]. Readers load that snapshot; they never touch chitchat.
+//!
+//! Liveness: a node that chitchat's failure detector declares dead keeps
+//! its records in the directory for `dead_grace`, then loses them; they
+//! return if it comes back. When a node name appears with a newer
+//! generation (the agent restarted), only the newest generation counts, so
+//! the earlier incarnation leaves no ghost.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod publisher;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
+    ProtocolVersion, spawn_chitchat,
+};
+use muster_core::Snapshot;
+use thiserror::Error;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use codec::{MAX_RECORD_BYTES, META_PREFIX, RECORD_PREFIX};
+pub use publisher::{PublishError, PublishReport, Publisher};
+
+/// How an agent takes part in gossip.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// This agent's node name: the `host` of its records.
+    pub node_name: String,
+    /// Grows on every restart (the start time in milliseconds will do).
+    pub generation: u64,
+    /// Agents of different clusters ignore each other.
+    pub cluster_id: String,
+    /// UDP address to bind.
+    pub listen_addr: SocketAddr,
+    /// UDP address the others reach this agent at.
+    pub advertise_addr: SocketAddr,
+    /// `host:port` of agents to join through.
+    pub seeds: Vec<String>,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+    /// Phi-accrual threshold above which a silent node is declared dead.
+    pub phi_threshold: f64,
+    /// How long a dead node's records stay in the directory.
+    pub dead_grace: Duration,
+    /// How long chitchat keeps a dead node's state and deleted keys.
+    pub forget_after: Duration,
+    /// Facts this agent publishes about itself (`meta:<key>`).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Why gossip could not start.
+#[derive(Debug, Error)]
+pub enum GossipError {
+    /// chitchat failed to start, e.g. the UDP address is taken.
+    #[error("cannot start gossip on {addr}: {reason}")]
+    Start {
+        /// The listen address.
+        addr: SocketAddr,
+        /// chitchat's explanation.
+        reason: String,
+    },
+}
+
+/// A running gossip member: chitchat, the publisher and the sync task.
+pub struct Gossip {
+    handle: ChitchatHandle,
+    directory: Arc<ArcSwap<Snapshot>>,
+    publisher: Publisher,
+    sync_task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    _listener: ListenerHandle,
+}
+
+impl Gossip {
+    /// Binds the gossip socket, joins the seeds and starts following the
+    /// cluster.
+    pub async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
+        let chitchat_id = ChitchatId::new(
+            config.node_name.clone(),
+            config.generation,
+            config.advertise_addr,
+        );
+        let chitchat_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: config.listen_addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                initial_interval: config.gossip_interval,
+                dead_node_grace_period: config.forget_after,
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: config.forget_after,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let initial: Vec<(String, String)> = config
+            .meta
+            .iter()
+            .map(|(k, v)| (format!("{META_PREFIX}{k}"), v.clone()))
+            .collect();
+        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .map_err(|e| GossipError::Start {
+                addr: config.listen_addr,
+                reason: format!("{e:#}"),
+            })?;
+        let chitchat = handle.chitchat();
+        let wake = Arc::new(Notify::new());
+        let listener = {
+            let wake = wake.clone();
+            chitchat
+                .lock()
+                .await
+                .subscribe_event(RECORD_PREFIX, move |_| wake.notify_one())
+        };
+        let directory = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
+        let (stop, stopped) = watch::channel(false);
+        let sync_task = tokio::spawn(sync::run(
+            chitchat.clone(),
+            directory.clone(),
+            wake.clone(),
+            sync::Settings {
+                dead_grace: config.dead_grace,
+                tick: config.gossip_interval.min(Duration::from_millis(100)),
+            },
+            stopped,
+        ));
+        let publisher = Publisher::new(chitchat, wake);
+        Ok(Gossip {
+            handle,
+            directory,
+            publisher,
+            sync_task,
+            stop,
+            _listener: listener,
+        })
+    }
+
+    /// The directory as this agent sees it, updated after every change.
+    pub fn directory(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.directory.clone()
+    }
+
+    /// Where local records are published.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// The UDP address gossip listens on.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.handle.chitchat_id().gossip_advertise_addr
+    }
+
+    /// Resolves if the chitchat server task stops on its own, which leaves
+    /// this agent deaf to the cluster: callers treat it as fatal.
+    pub fn failed(&self) -> impl Future<Output = String> + use<> {
+        let watcher = self.handle.termination_watcher();
+        async move {
+            match watcher.await {
+                Ok(()) => "gossip stopped".to_owned(),
+                Err(e) => format!("gossip failed: {e:#}"),
+            }
+        }
+    }
+
+    /// Stops gossip and the sync task.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.sync_task.await;
+        if let Err(e) = self.handle.shutdown().await {
+            tracing::warn!(error = %e, "chitchat did not shut down cleanly");
+        }
+    }
+}

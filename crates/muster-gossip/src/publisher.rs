@@ -1,0 +1,188 @@
+//! Publishes this host's records into the local chitchat node state.
+//!
+//! Each source (static file, Docker, registration) owns the records it
+//! published; a source replaces its whole set or changes single records,
+//! and only records whose encoding changed are written, so gossip carries
+//! what changed and nothing else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chitchat::Chitchat;
+use muster_core::{Record, RecordError, Source};
+use thiserror::Error;
+use tokio::sync::{Mutex, Notify};
+
+use crate::codec::{MAX_RECORD_BYTES, RECORD_PREFIX, encode};
+
+/// Why one record was not published.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PublishError {
+    /// The record breaks a core rule.
+    #[error(transparent)]
+    Invalid(#[from] RecordError),
+    /// Its encoding is over [`MAX_RECORD_BYTES`].
+    #[error("record {id:?} encodes to {bytes} bytes, over the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge {
+        /// Record id.
+        id: String,
+        /// Encoded size.
+        bytes: usize,
+    },
+    /// Another source already publishes a record with this id.
+    #[error("record id {id:?} is already published by the {owner} source")]
+    IdTaken {
+        /// Record id.
+        id: String,
+        /// The source that owns it.
+        owner: &'static str,
+    },
+    /// The same id appears twice in one set.
+    #[error("record id {0:?} appears more than once")]
+    Duplicate(String),
+}
+
+/// What a publish call did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Records written (new or changed).
+    pub written: usize,
+    /// Records withdrawn.
+    pub withdrawn: usize,
+    /// Records left as they were.
+    pub unchanged: usize,
+    /// Records refused, with why.
+    pub rejected: Vec<PublishError>,
+}
+
+struct Published {
+    source: Source,
+    value: String,
+}
+
+/// A handle to publish local records. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    chitchat: Arc<Mutex<Chitchat>>,
+    published: Arc<Mutex<HashMap<String, Published>>>,
+    wake: Arc<Notify>,
+}
+
+impl Publisher {
+    pub(crate) fn new(chitchat: Arc<Mutex<Chitchat>>, wake: Arc<Notify>) -> Publisher {
+        Publisher {
+            chitchat,
+            published: Arc::default(),
+            wake,
+        }
+    }
+
+    /// Makes `records` the whole set published by `source`: new and
+    /// changed records are written, records of that source missing from the
+    /// set are withdrawn. Invalid records are refused one by one (see the
+    /// report); the others are published.
+    pub async fn replace(&self, source: Source, records: Vec<Record>) -> PublishReport {
+        let mut report = PublishReport::default();
+        let mut published = self.published.lock().await;
+        let mut wanted: HashMap<String, String> = HashMap::with_capacity(records.len());
+        for record in records {
+            match check(&published, source, &record) {
+                Ok(value) => {
+                    if wanted.insert(record.id.clone(), value).is_some() {
+                        report.rejected.push(PublishError::Duplicate(record.id));
+                    }
+                }
+                Err(e) => report.rejected.push(e),
+            }
+        }
+        let withdrawn: Vec<String> = published
+            .iter()
+            .filter(|(id, p)| p.source == source && !wanted.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut chitchat = self.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        for id in withdrawn {
+            state.delete(&format!("{RECORD_PREFIX}{id}"));
+            published.remove(&id);
+            report.withdrawn += 1;
+        }
+        for (id, value) in wanted {
+            if published.get(&id).is_some_and(|p| p.value == value) {
+                report.unchanged += 1;
+                continue;
+            }
+            state.set(format!("{RECORD_PREFIX}{id}"), &value);
+            published.insert(id, Published { source, value });
+            report.written += 1;
+        }
+        drop(chitchat);
+        self.wake.notify_one();
+        report
+    }
+
+    /// Publishes or replaces one record of `source`.
+    pub async fn upsert(&self, source: Source, record: Record) -> Result<(), PublishError> {
+        let mut published = self.published.lock().await;
+        let value = check(&published, source, &record)?;
+        if published.get(&record.id).is_some_and(|p| p.value == value) {
+            return Ok(());
+        }
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(format!("{RECORD_PREFIX}{}", record.id), &value);
+        published.insert(record.id, Published { source, value });
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Withdraws one record of `source`; false if it had none by that id.
+    pub async fn remove(&self, source: Source, id: &str) -> bool {
+        let mut published = self.published.lock().await;
+        if published.get(id).is_none_or(|p| p.source != source) {
+            return false;
+        }
+        published.remove(id);
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .delete(&format!("{RECORD_PREFIX}{id}"));
+        self.wake.notify_one();
+        true
+    }
+
+    /// Publishes (or replaces) a fact about this agent under `meta:<key>`.
+    pub async fn set_meta(&self, key: &str, value: &str) {
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(format!("{}{key}", crate::codec::META_PREFIX), value);
+        self.wake.notify_one();
+    }
+}
+
+fn check(
+    published: &HashMap<String, Published>,
+    source: Source,
+    record: &Record,
+) -> Result<String, PublishError> {
+    record.validate()?;
+    if let Some(owner) = published.get(&record.id).filter(|p| p.source != source) {
+        return Err(PublishError::IdTaken {
+            id: record.id.clone(),
+            owner: owner.source.as_str(),
+        });
+    }
+    let value = encode(record);
+    if value.len() > MAX_RECORD_BYTES {
+        return Err(PublishError::TooLarge {
+            id: record.id.clone(),
+            bytes: value.len(),
+        });
+    }
+    Ok(value)
+}

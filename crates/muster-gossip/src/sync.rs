@@ -1,0 +1,242 @@
+//! Follows chitchat's cluster state and keeps the directory snapshot in
+//! step with it.
+//!
+//! On every wake-up (a key changed) or tick (liveness may have changed),
+//! the task looks at each node under the chitchat lock just long enough to
+//! copy out what changed since its last look: for a node whose max version
+//! moved, the keys with a newer version (deleted ones included); for a node
+//! that appeared, was reset, or became visible again, all of its keys.
+//! Decoding and index updates happen after the lock is released, so gossip
+//! never waits on them and readers never wait at all.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chitchat::{Chitchat, ChitchatId, NodeState};
+use muster_core::{Change, Liveness, Member, Snapshot};
+use tokio::sync::{Mutex, Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::codec::{META_PREFIX, RECORD_PREFIX, decode};
+
+pub(crate) struct Settings {
+    pub dead_grace: Duration,
+    pub tick: Duration,
+}
+
+/// What the sync task remembers about one node name between looks.
+struct Tracked {
+    /// The generation whose records are in the index.
+    id: ChitchatId,
+    /// The node's max version at the last look.
+    seen_version: u64,
+    /// Whether its records are in the index.
+    visible: bool,
+    /// When the failure detector was first seen calling it dead.
+    dead_since: Option<Instant>,
+    /// Records it publishes (live keys with the record prefix).
+    records: usize,
+    meta: BTreeMap<String, String>,
+}
+
+/// What was copied out of chitchat for one node in one look.
+enum Copied {
+    /// Every record key: the index's entries for the host are replaced.
+    Full(Vec<(String, String)>),
+    /// Keys changed since the last look; `None` for deleted ones.
+    Delta(Vec<(String, Option<String>)>),
+    /// The host's records leave the index.
+    Hide,
+}
+
+pub(crate) async fn run(
+    chitchat: Arc<Mutex<Chitchat>>,
+    directory: Arc<ArcSwap<Snapshot>>,
+    wake: Arc<Notify>,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    let mut tick = tokio::time::interval(settings.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let (copied, members) = {
+            let chitchat = chitchat.lock().await;
+            look(&chitchat, &mut tracked, settings.dead_grace, Instant::now())
+        };
+        let mut changes: Vec<Change> = Vec::new();
+        for (host, copy) in copied {
+            match copy {
+                Copied::Hide => changes.push(Change::RemoveHost(host)),
+                Copied::Full(keys) => {
+                    changes.push(Change::RemoveHost(host.clone()));
+                    for (id, value) in keys {
+                        if let Some(change) = upsert(&host, &id, &value) {
+                            changes.push(change);
+                        }
+                    }
+                }
+                Copied::Delta(keys) => {
+                    for (id, value) in keys {
+                        let change = value.and_then(|v| upsert(&host, &id, &v));
+                        changes.push(change.unwrap_or(Change::Remove {
+                            host: host.clone(),
+                            id,
+                        }));
+                    }
+                }
+            }
+        }
+        changes.push(Change::Members(members));
+        let current = directory.load();
+        let next = current.apply(changes);
+        if next.revision() != current.revision() {
+            debug!(revision = next.revision(), records = next.len(), "directory updated");
+            directory.store(Arc::new(next));
+        }
+    }
+}
+
+/// The change for one gossiped record value; a value that does not decode
+/// is logged and treated as absent, so a bad peer cannot plant a bad entry.
+fn upsert(host: &str, id: &str, value: &str) -> Option<Change> {
+    match decode(host, id, value) {
+        Ok(record) => Some(Change::Upsert(record)),
+        Err(e) => {
+            warn!(%host, %id, error = %e, "ignoring undecodable gossiped record");
+            None
+        }
+    }
+}
+
+/// One look at the cluster under the chitchat lock. Returns, per host whose
+/// indexed records must change, what to change, and the member list.
+fn look(
+    chitchat: &Chitchat,
+    tracked: &mut HashMap<String, Tracked>,
+    dead_grace: Duration,
+    now: Instant,
+) -> (Vec<(String, Copied)>, Vec<Member>) {
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    // Only the newest generation of a node name counts: an agent that
+    // restarted replaces its earlier incarnation at once.
+    let mut newest: HashMap<&str, (&ChitchatId, &NodeState)> = HashMap::new();
+    for (id, state) in chitchat.node_states() {
+        let entry = newest.entry(&id.node_id).or_insert((id, state));
+        if id.generation_id > entry.0.generation_id {
+            *entry = (id, state);
+        }
+    }
+    let mut copied = Vec::new();
+    tracked.retain(|name, t| {
+        let keep = newest.contains_key(name.as_str());
+        if !keep && t.visible {
+            info!(host = %name, "host forgotten by gossip; its records leave the directory");
+            copied.push((name.clone(), Copied::Hide));
+        }
+        keep
+    });
+    let mut members = Vec::with_capacity(newest.len());
+    for (name, (id, state)) in newest {
+        let alive = live.contains(id);
+        let t = tracked.entry(name.to_owned()).or_insert_with(|| Tracked {
+            id: id.clone(),
+            seen_version: 0,
+            visible: false,
+            dead_since: None,
+            records: 0,
+            meta: BTreeMap::new(),
+        });
+        let restarted = t.id != *id;
+        if restarted {
+            info!(host = %name, generation = id.generation_id, "host restarted with a new generation");
+            t.id = id.clone();
+            t.dead_since = None;
+        }
+        match (alive, t.dead_since) {
+            (true, Some(_)) => {
+                info!(host = %name, "host is alive again");
+                t.dead_since = None;
+            }
+            (false, None) => {
+                info!(host = %name, grace = ?dead_grace, "host declared dead by the failure detector");
+                t.dead_since = Some(now);
+            }
+            _ => {}
+        }
+        let visible = t.dead_since.is_none_or(|since| now.duration_since(since) < dead_grace);
+        let version_moved = state.max_version() != t.seen_version;
+        if version_moved || restarted {
+            let (records, meta) = summarize(state);
+            t.records = records;
+            t.meta = meta;
+        }
+        if !visible {
+            if t.visible {
+                info!(host = %name, "host dead past the grace; its records leave the directory");
+                copied.push((name.to_owned(), Copied::Hide));
+            }
+        } else if !t.visible || restarted || needs_full_copy(state, t.seen_version) {
+            copied.push((name.to_owned(), Copied::Full(all_records(state))));
+        } else if version_moved {
+            copied.push((name.to_owned(), Copied::Delta(changed_records(state, t.seen_version))));
+        }
+        t.visible = visible;
+        t.seen_version = state.max_version();
+        members.push(Member {
+            name: name.to_owned(),
+            gossip_addr: id.gossip_advertise_addr,
+            liveness: if alive { Liveness::Alive } else { Liveness::Dead },
+            generation: id.generation_id,
+            records: t.records,
+            visible,
+            meta: t.meta.clone(),
+        });
+    }
+    (copied, members)
+}
+
+/// A delta is only safe when every tombstone since our last look is still
+/// there; chitchat forgets tombstones up to `last_gc_version`, and a reset
+/// can make versions go backwards.
+fn needs_full_copy(state: &NodeState, seen_version: u64) -> bool {
+    state.max_version() < seen_version || state.last_gc_version() > seen_version
+}
+
+fn record_id(key: &str) -> Option<&str> {
+    key.strip_prefix(RECORD_PREFIX)
+}
+
+fn all_records(state: &NodeState) -> Vec<(String, String)> {
+    state
+        .key_values()
+        .filter_map(|(k, v)| Some((record_id(k)?.to_owned(), v.to_owned())))
+        .collect()
+}
+
+fn changed_records(state: &NodeState, seen_version: u64) -> Vec<(String, Option<String>)> {
+    state
+        .key_values_including_deleted()
+        .filter(|(_, v)| v.version > seen_version)
+        .filter_map(|(k, v)| {
+            let id = record_id(k)?.to_owned();
+            Some((id, (!v.is_deleted()).then(|| v.value.clone())))
+        })
+        .collect()
+}
+
+fn summarize(state: &NodeState) -> (usize, BTreeMap<String, String>) {
+    let records = state.iter_prefix(RECORD_PREFIX).count();
+    let meta = state
+        .iter_prefix(META_PREFIX)
+        .map(|(k, v)| (k[META_PREFIX.len()..].to_owned(), v.value.clone()))
+        .collect();
+    (records, meta)
+}
