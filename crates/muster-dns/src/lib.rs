@@ -1,1 +1,344 @@
-//! placeholder
+//! muster's authoritative DNS server: a hickory-server [`RequestHandler`]
+//! that answers from the directory snapshot.
+//!
+//! Names served (the zone is configurable, `muster` by default):
+//! - `<zone>`: SOA and NS.
+//! - `<name>.<zone>`: A and AAAA of every running record with that name or
+//!   alias, on every host.
+//! - `<host>.host.<zone>`: A or AAAA of an agent's gossip address (the NS
+//!   target).
+//!
+//! Unknown names inside the zone get NXDOMAIN, known names without the
+//! asked type get NODATA, both with the SOA in the authority section.
+//! Names outside the zone get REFUSED: muster is never an open resolver.
+//! Every answer keeps the case of the question. Packets hickory cannot
+//! parse get FORMERR or are dropped by hickory itself.
+
+#![warn(missing_docs)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use muster_core::Snapshot;
+use thiserror::Error;
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::warn;
+
+/// Label under the zone for agents' own names.
+pub const HOST_LABEL: &str = "host";
+/// UDP payload size muster advertises with EDNS0.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// An idle TCP connection is closed after this long.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the DNS server could not start.
+#[derive(Debug, Error)]
+pub enum DnsError {
+    /// The zone is not a DNS name.
+    #[error("zone {zone:?} is not a valid DNS name: {reason}")]
+    BadZone {
+        /// The zone as given.
+        zone: String,
+        /// Why.
+        reason: String,
+    },
+    /// A socket could not be bound.
+    #[error("cannot listen for DNS on {addr} ({proto}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// `udp` or `tcp`.
+        proto: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What the DNS server needs to know besides the directory.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// The zone muster is authoritative for, e.g. `muster`.
+    pub zone: String,
+    /// TTL of answers, and the negative TTL in the SOA.
+    pub ttl: u32,
+    /// This agent's node name, named by NS and the SOA.
+    pub node_name: String,
+}
+
+/// Answers DNS queries from the latest snapshot.
+pub struct Handler {
+    directory: Arc<ArcSwap<Snapshot>>,
+    zone: LowerName,
+    zone_labels: usize,
+    ttl: u32,
+    apex: Name,
+    ns: Name,
+    hostmaster: Name,
+}
+
+impl Handler {
+    /// A handler for `config.zone` over `directory`.
+    pub fn new(config: &DnsConfig, directory: Arc<ArcSwap<Snapshot>>) -> Result<Handler, DnsError> {
+        let bad = |reason: String| DnsError::BadZone {
+            zone: config.zone.clone(),
+            reason,
+        };
+        muster_core::validate_dns_name(&config.zone).map_err(|e| bad(e.to_string()))?;
+        let mut apex = Name::from_ascii(&config.zone).map_err(|e| bad(e.to_string()))?;
+        apex.set_fqdn(true);
+        let apex = apex.to_lowercase();
+        let ns = Name::from_ascii(format!("{}.{HOST_LABEL}", config.node_name))
+            .and_then(|n| n.append_domain(&apex))
+            .map_err(|e| bad(format!("node name {:?}: {e}", config.node_name)))?;
+        let hostmaster = Name::from_ascii("hostmaster")
+            .and_then(|n| n.append_domain(&apex))
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Handler {
+            directory,
+            zone: LowerName::new(&apex),
+            zone_labels: apex.num_labels() as usize,
+            ttl: config.ttl,
+            apex,
+            ns,
+            hostmaster,
+        })
+    }
+
+    fn soa(&self, serial: u64) -> Record {
+        let soa = SOA::new(
+            self.ns.clone(),
+            self.hostmaster.clone(),
+            serial as u32,
+            3600,
+            600,
+            86400,
+            self.ttl,
+        );
+        Record::from_rdata(self.apex.clone(), self.ttl, RData::SOA(soa))
+    }
+
+    /// Works out the answer to one in-zone question.
+    fn resolve(&self, snapshot: &Snapshot, owner: &Name, labels: &[String], qtype: RecordType) -> Answer {
+        let address = |ip: IpAddr| -> Option<Record> {
+            let rdata = match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => RData::A(A(v4)),
+                (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(v6)),
+                _ => return None,
+            };
+            Some(Record::from_rdata(owner.clone(), self.ttl, rdata))
+        };
+        match labels {
+            [] => match qtype {
+                RecordType::SOA => Answer::Records(vec![self.soa(snapshot.revision())]),
+                RecordType::NS => Answer::Records(vec![Record::from_rdata(
+                    owner.clone(),
+                    self.ttl,
+                    RData::NS(NS(self.ns.clone())),
+                )]),
+                _ => Answer::NoData,
+            },
+            [name] => {
+                let records = snapshot.lookup(name);
+                let running: Vec<_> = records.iter().filter(|r| r.is_resolvable()).collect();
+                if running.is_empty() {
+                    return Answer::NxDomain;
+                }
+                let mut ips: Vec<IpAddr> = running
+                    .iter()
+                    .flat_map(|r| r.addresses.iter().map(|a| a.ip))
+                    .collect();
+                ips.sort();
+                ips.dedup();
+                Answer::Records(ips.into_iter().filter_map(address).collect())
+            }
+            [host, label] if label == HOST_LABEL => {
+                match snapshot.members().iter().find(|m| m.name.eq_ignore_ascii_case(host)) {
+                    Some(m) => Answer::Records(address(m.gossip_addr.ip()).into_iter().collect()),
+                    None => Answer::NxDomain,
+                }
+            }
+            _ => Answer::NxDomain,
+        }
+    }
+}
+
+enum Answer {
+    /// Records for the answer section; empty means NODATA.
+    Records(Vec<Record>),
+    NoData,
+    NxDomain,
+}
+
+/// A complete reply: header fields, answers and the SOA for the authority
+/// section of negative answers.
+struct Reply {
+    metadata: Metadata,
+    answers: Vec<Record>,
+    soa: Option<Record>,
+}
+
+impl Handler {
+    fn reply(&self, request: &Request) -> Reply {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let error = |mut metadata: Metadata, code| {
+            metadata.response_code = code;
+            Reply {
+                metadata,
+                answers: Vec::new(),
+                soa: None,
+            }
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return error(metadata, ResponseCode::FormErr);
+        }
+        if request.metadata.op_code != OpCode::Query {
+            return error(metadata, ResponseCode::NotImp);
+        }
+        let Ok(info) = request.request_info() else {
+            return error(metadata, ResponseCode::FormErr);
+        };
+        if !self.zone.zone_of(info.query.name()) {
+            return error(metadata, ResponseCode::Refused);
+        }
+        let owner = info.query.original().name().clone();
+        let lower = info.query.name();
+        let relative = lower.num_labels() as usize - self.zone_labels;
+        let labels: Vec<String> = lower
+            .iter()
+            .take(relative)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        let snapshot = self.directory.load();
+        let answer = self.resolve(&snapshot, &owner, &labels, info.query.query_type());
+        metadata.authoritative = true;
+        let soa = Some(self.soa(snapshot.revision()));
+        match answer {
+            Answer::Records(answers) if !answers.is_empty() => Reply {
+                metadata,
+                answers,
+                soa: None,
+            },
+            Answer::Records(_) | Answer::NoData => Reply {
+                metadata,
+                answers: Vec::new(),
+                soa,
+            },
+            Answer::NxDomain => {
+                metadata.response_code = ResponseCode::NXDomain;
+                Reply {
+                    metadata,
+                    answers: Vec::new(),
+                    soa,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        // EDNS0 (RFC 6891): answer an OPT with an OPT carrying our own size.
+        let edns = request.edns.as_ref().map(|_| {
+            let mut e = Edns::new();
+            e.set_max_payload(MAX_UDP_PAYLOAD);
+            e
+        });
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let reply = self.reply(request);
+        let response = builder.build(
+            reply.metadata,
+            reply.answers.iter(),
+            [].iter(),
+            reply.soa.iter(),
+            [].iter(),
+        );
+        send(&mut response_handle, response).await
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    handle: &mut R,
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> ResponseInfo {
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(e) => {
+            warn!(error = %e, "failed to send DNS response");
+            let mut metadata = Metadata::new(0, MessageType::Response, OpCode::Query);
+            metadata.response_code = ResponseCode::ServFail;
+            hickory_server::proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            }
+            .into()
+        }
+    }
+}
+
+/// A running DNS server; dropping it does not stop it, [`DnsServer::shutdown`] does.
+pub struct DnsServer {
+    server: Server<Handler>,
+    addr: SocketAddr,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `addr` (port 0 picks a free port, the same for
+    /// both) and starts answering.
+    pub async fn bind(addr: SocketAddr, handler: Handler) -> Result<DnsServer, DnsError> {
+        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
+        let addr = udp.local_addr().map_err(|source| DnsError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| DnsError::Bind {
+            addr,
+            proto: "tcp",
+            source,
+        })?;
+        let mut server = Server::new(handler);
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_TIMEOUT, 64 * 1024);
+        Ok(DnsServer { server, addr })
+    }
+
+    /// The address served (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting queries and waits for those in flight.
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.server.shutdown_gracefully().await {
+            warn!(error = %e, "DNS server did not shut down cleanly");
+        }
+    }
+}

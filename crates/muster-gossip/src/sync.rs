@@ -146,23 +146,32 @@ fn look(
     let mut members = Vec::with_capacity(newest.len());
     for (name, (id, state)) in newest {
         let alive = live.contains(id);
-        let t = tracked.entry(name.to_owned()).or_insert_with(|| Tracked {
-            id: id.clone(),
-            seen_version: 0,
-            visible: false,
-            dead_since: None,
-            records: 0,
-            meta: BTreeMap::new(),
+        let t = tracked.entry(name.to_owned()).or_insert_with(|| {
+            info!(host = %name, generation = id.generation_id, "host discovered");
+            Tracked {
+                id: id.clone(),
+                seen_version: 0,
+                visible: false,
+                // A node learnt of second-hand has not been heard from yet:
+                // the failure detector counts it dead until its first
+                // heartbeat. Start its grace now so that it is served at
+                // once, and hidden only if it stays silent.
+                dead_since: (!alive).then_some(now),
+                records: 0,
+                meta: BTreeMap::new(),
+            }
         });
         let restarted = t.id != *id;
         if restarted {
             info!(host = %name, generation = id.generation_id, "host restarted with a new generation");
             t.id = id.clone();
-            t.dead_since = None;
+            t.dead_since = (!alive).then_some(now);
         }
         match (alive, t.dead_since) {
             (true, Some(_)) => {
-                info!(host = %name, "host is alive again");
+                if t.visible && t.seen_version > 0 {
+                    info!(host = %name, "host is alive again");
+                }
                 t.dead_since = None;
             }
             (false, None) => {

@@ -1,1 +1,111 @@
-fn main(){}
+//! The `muster` binary: the agent and its command-line client.
+//!
+//! This is the only crate that uses `anyhow`, builds the tokio runtime, and
+//! knows how the pieces are put together.
+
+mod agent;
+mod client;
+mod config;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::client::{ClientArgs, Outcome};
+use crate::config::AgentArgs;
+
+/// muster: a gossip-based directory of containers, served over DNS and gRPC.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an agent: publish this host's records, gossip with the others,
+    /// serve the whole directory over DNS and gRPC.
+    ///
+    /// Example: muster agent --node-name a --static-file records.toml --join 10.0.0.2:7946
+    Agent(Box<AgentArgs>),
+    /// Show the records with a name (or alias), on every host.
+    ///
+    /// Example: muster lookup web-1 -o json
+    Lookup {
+        /// Record name or alias, any case
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List records, optionally those whose labels match a selector.
+    ///
+    /// Example: muster ls -l app=web,env=prod
+    Ls {
+        /// Label selector: k=v, k!=v, k in (a,b), k notin (a,b), k, !k; comma for AND
+        #[arg(short = 'l', long, default_value = "", value_name = "SELECTOR")]
+        selector: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show every agent of the cluster with its liveness.
+    ///
+    /// Example: muster members -o json
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("muster: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Agent(args) => {
+            init_logging();
+            let result = args.resolve().and_then(|config| runtime.block_on(agent::run(config)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("muster agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Lookup { name, client } => finish(runtime.block_on(client::lookup(&name, &client))),
+        Command::Ls { selector, client } => finish(runtime.block_on(client::list(&selector, &client))),
+        Command::Members { client } => finish(runtime.block_on(client::members(&client))),
+    }
+}
+
+fn finish(result: Result<Outcome, client::ClientError>) -> ExitCode {
+    match result {
+        Ok(Outcome::Found) => ExitCode::SUCCESS,
+        Ok(Outcome::NotFound) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("muster: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr; `MUSTER_LOG` (or `RUST_LOG`) filters them.
+fn init_logging() {
+    let filter = std::env::var("MUSTER_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,hickory_server=warn,chitchat=warn".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,177 @@
+//! `muster agent`: wires sources, gossip, DNS, gRPC and HTTP together and
+//! runs them until SIGINT or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use muster_api::{DirectoryService, GrpcServer, serve_http};
+use muster_dns::{DnsConfig, DnsServer, Handler};
+use muster_gossip::{Gossip, GossipConfig, PublishReport, Publisher};
+use muster_sources::SourceUpdate;
+use muster_sources::static_file::{self, StaticFileSource};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::AgentConfig;
+
+/// How long chitchat keeps a dead node's state and deleted keys before
+/// forgetting them. Long enough for a partitioned node to catch up on
+/// deletions; short enough that dead nodes do not pile up in the digest.
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    // A bad static file stops start-up: better no agent than a wrong one.
+    let initial_static = match &config.static_file {
+        Some(path) => Some(static_file::load(path)?),
+        None => None,
+    };
+
+    let generation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock before 1970")?
+        .as_millis() as u64;
+    let meta = BTreeMap::from([
+        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("grpc_addr".to_owned(), config.grpc_addr.to_string()),
+        ("dns_addr".to_owned(), config.dns_addr.to_string()),
+        ("http_addr".to_owned(), config.http_addr.to_string()),
+    ]);
+    let gossip = Gossip::start(GossipConfig {
+        node_name: config.node_name.clone(),
+        generation,
+        cluster_id: config.cluster_id.clone(),
+        listen_addr: config.gossip_addr,
+        advertise_addr: config.advertise_addr,
+        seeds: config.join.clone(),
+        gossip_interval: config.gossip_interval,
+        phi_threshold: config.phi_threshold,
+        dead_grace: config.dead_grace,
+        forget_after: FORGET_AFTER,
+        meta,
+    })
+    .await?;
+    let directory = gossip.directory();
+
+    let dns = DnsServer::bind(
+        config.dns_addr,
+        Handler::new(
+            &DnsConfig {
+                zone: config.zone.clone(),
+                ttl: config.dns_ttl,
+                node_name: config.node_name.clone(),
+            },
+            directory.clone(),
+        )?,
+    )
+    .await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = GrpcServer::bind(config.grpc_addr).await?;
+    let grpc_addr = grpc.local_addr();
+    let grpc_task = tokio::spawn(grpc.serve(
+        DirectoryService::new(directory.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    let (http_addr, http) = serve_http(config.http_addr, directory.clone(), stopped(stop_rx.clone())).await?;
+    let http_task = tokio::spawn(http);
+
+    let (updates_tx, updates_rx) = mpsc::channel::<SourceUpdate>(64);
+    let forwarder = tokio::spawn(forward(updates_rx, gossip.publisher()));
+    let reload = Arc::new(Notify::new());
+    if let (Some(path), Some(records)) = (&config.static_file, initial_static) {
+        info!(path = %path.display(), records = records.len(), "static records loaded");
+        updates_tx
+            .send(SourceUpdate::Replace {
+                source: muster_core::Source::Static,
+                records,
+            })
+            .await
+            .context("publishing static records")?;
+        tokio::spawn(StaticFileSource::new(path.clone(), reload.clone()).run(updates_tx.clone()));
+    }
+    if config.docker {
+        warn!("Docker discovery is not built yet; serving static records only (pass --no-docker to silence this)");
+    }
+
+    info!(
+        node = %config.node_name,
+        gossip = %gossip.advertise_addr(),
+        dns = %dns.local_addr(),
+        grpc = %grpc_addr,
+        http = %http_addr,
+        zone = %config.zone,
+        seeds = ?config.join,
+        "muster agent started"
+    );
+
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let gossip_failed = gossip.failed();
+    tokio::pin!(gossip_failed);
+    let outcome = loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                if config.static_file.is_some() {
+                    info!("SIGHUP: reloading static records");
+                    reload.notify_one();
+                } else {
+                    info!("SIGHUP: no static file to reload");
+                }
+            }
+            _ = terminate.recv() => break Ok(()),
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            why = &mut gossip_failed => break Err(anyhow::anyhow!(why)),
+        }
+    };
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    drop(updates_tx);
+    let _ = forwarder.await;
+    dns.shutdown().await;
+    match grpc_task.await {
+        Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
+        Err(e) => warn!(error = %e, "gRPC server task failed"),
+        Ok(Ok(())) => {}
+    }
+    if let Ok(Err(e)) = http_task.await {
+        warn!(error = %e, "HTTP server stopped with an error");
+    }
+    gossip.shutdown().await;
+    outcome
+}
+
+/// Forwards source updates to gossip, logging what was refused.
+async fn forward(mut updates: mpsc::Receiver<SourceUpdate>, publisher: Publisher) {
+    while let Some(update) = updates.recv().await {
+        match update {
+            SourceUpdate::Replace { source, records } => {
+                let report: PublishReport = publisher.replace(source, records).await;
+                for why in &report.rejected {
+                    error!(source = source.as_str(), error = %why, "record not published");
+                }
+                info!(
+                    source = source.as_str(),
+                    written = report.written,
+                    withdrawn = report.withdrawn,
+                    unchanged = report.unchanged,
+                    rejected = report.rejected.len(),
+                    "published"
+                );
+            }
+            SourceUpdate::Upsert { source, record } => {
+                if let Err(why) = publisher.upsert(source, record).await {
+                    error!(source = source.as_str(), error = %why, "record not published");
+                }
+            }
+            SourceUpdate::Remove { source, id } => {
+                publisher.remove(source, &id).await;
+            }
+        }
+    }
+}

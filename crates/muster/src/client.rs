@@ -1,0 +1,366 @@
+//! The client subcommands (`lookup`, `ls`, `members`): call the gRPC API of
+//! an agent and print a table or one JSON document.
+//!
+//! Exit codes: 0 when something was found, 1 when nothing was, 2 for usage
+//! or connection errors.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use muster_proto::v1;
+use muster_proto::v1::directory_client::DirectoryClient;
+use serde::Serialize;
+use tabwriter::TabWriter;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// How long to wait for an agent to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for an answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options every client subcommand takes.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// gRPC address of the agent to ask
+    #[arg(long, env = "MUSTER_ADDR", default_value = "127.0.0.1:8700", value_name = "HOST:PORT")]
+    pub addr: String,
+
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people
+    Table,
+    /// One JSON document for programs
+    Json,
+}
+
+/// What a client command ended with, mapped to the process exit code.
+pub enum Outcome {
+    Found,
+    NotFound,
+}
+
+/// A failure that exits with code 2.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+async fn connect(addr: &str) -> Result<DirectoryClient<Channel>, ClientError> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Channel::from_shared(uri)
+        .map_err(|e| ClientError(format!("bad address {addr:?}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| ClientError(format!("cannot reach muster agent at {addr}: {e}")))?;
+    Ok(DirectoryClient::new(channel))
+}
+
+fn call_error(addr: &str, status: tonic::Status) -> ClientError {
+    match status.code() {
+        Code::InvalidArgument => ClientError(status.message().to_owned()),
+        Code::Unavailable => ClientError(format!("muster agent at {addr} is unavailable: {}", status.message())),
+        _ => ClientError(format!("muster agent at {addr}: {}: {}", status.code(), status.message())),
+    }
+}
+
+/// `muster lookup NAME`.
+pub async fn lookup(name: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
+    let mut client = connect(&args.addr).await?;
+    match client
+        .lookup(v1::LookupRequest {
+            name: name.to_owned(),
+        })
+        .await
+    {
+        Ok(response) => {
+            let response = response.into_inner();
+            print_records(&response.records, response.revision, args.output)?;
+            Ok(Outcome::Found)
+        }
+        Err(status) if status.code() == Code::NotFound => {
+            if args.output == Output::Json {
+                print_records(&[], 0, args.output)?;
+            }
+            eprintln!("{}", status.message());
+            Ok(Outcome::NotFound)
+        }
+        Err(status) => Err(call_error(&args.addr, status)),
+    }
+}
+
+/// `muster ls [-l SELECTOR]`.
+pub async fn list(selector: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
+    let mut client = connect(&args.addr).await?;
+    let response = client
+        .list(v1::ListRequest {
+            selector: selector.to_owned(),
+        })
+        .await
+        .map_err(|s| call_error(&args.addr, s))?
+        .into_inner();
+    print_records(&response.records, response.revision, args.output)?;
+    Ok(if response.records.is_empty() {
+        if args.output == Output::Table {
+            eprintln!("no records match");
+        }
+        Outcome::NotFound
+    } else {
+        Outcome::Found
+    })
+}
+
+/// `muster members`.
+pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
+    let mut client = connect(&args.addr).await?;
+    let response = client
+        .members(v1::MembersRequest {})
+        .await
+        .map_err(|s| call_error(&args.addr, s))?
+        .into_inner();
+    let members: Vec<MemberJson> = response.members.iter().map(MemberJson::from).collect();
+    match args.output {
+        Output::Json => print_json(&MembersJson {
+            members,
+            revision: response.revision,
+        })?,
+        Output::Table => {
+            let mut t = table();
+            writeln!(t, "NAME\tSTATE\tGOSSIP ADDRESS\tGENERATION\tRECORDS\tVERSION\tGRPC")
+                .map_err(io_error)?;
+            for m in &members {
+                writeln!(
+                    t,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    m.name,
+                    m.state,
+                    m.gossip_addr,
+                    m.generation,
+                    m.records,
+                    m.meta.get("version").map_or("-", String::as_str),
+                    m.meta.get("grpc_addr").map_or("-", String::as_str),
+                )
+                .map_err(io_error)?;
+            }
+            flush(t)?;
+        }
+    }
+    Ok(Outcome::Found)
+}
+
+#[derive(Serialize)]
+struct RecordsJson<'a> {
+    records: Vec<RecordJson<'a>>,
+    revision: u64,
+}
+
+/// A record as `-o json` prints it.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    aliases: &'a [String],
+    host: &'a str,
+    state: &'static str,
+    health: &'static str,
+    image: &'a str,
+    /// RFC 3339, or null when unknown.
+    started_at: Option<String>,
+    /// Every address, in the order published.
+    addresses: Vec<&'a str>,
+    /// The same addresses by network.
+    networks: BTreeMap<&'a str, Vec<&'a str>>,
+    ports: Vec<String>,
+    labels: &'a BTreeMap<String, String>,
+    source: &'static str,
+}
+
+impl<'a> From<&'a v1::Record> for RecordJson<'a> {
+    fn from(r: &'a v1::Record) -> RecordJson<'a> {
+        let mut networks: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for a in &r.addresses {
+            networks.entry(&a.network).or_default().push(&a.ip);
+        }
+        RecordJson {
+            id: &r.id,
+            name: &r.name,
+            aliases: &r.aliases,
+            host: &r.host,
+            state: state_name(r.state()),
+            health: health_name(r.health()),
+            image: &r.image,
+            started_at: (r.started_at > 0).then(|| {
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.started_at as u64))
+                    .to_string()
+            }),
+            addresses: r.addresses.iter().map(|a| a.ip.as_str()).collect(),
+            networks,
+            ports: r.ports.iter().map(port_text).collect(),
+            labels: &r.labels,
+            source: match r.source() {
+                v1::Source::Static => "static",
+                v1::Source::Docker => "docker",
+                v1::Source::Registered => "registered",
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MembersJson {
+    members: Vec<MemberJson>,
+    revision: u64,
+}
+
+/// A member as `-o json` prints it.
+#[derive(Serialize)]
+struct MemberJson {
+    name: String,
+    gossip_addr: String,
+    /// `alive` or `dead`.
+    state: &'static str,
+    generation: u64,
+    records: u64,
+    /// Whether its records are served (false once dead past the grace).
+    visible: bool,
+    meta: BTreeMap<String, String>,
+}
+
+impl From<&v1::Member> for MemberJson {
+    fn from(m: &v1::Member) -> MemberJson {
+        MemberJson {
+            name: m.name.clone(),
+            gossip_addr: m.gossip_addr.clone(),
+            state: match m.liveness() {
+                v1::Liveness::Alive => "alive",
+                v1::Liveness::Dead => "dead",
+            },
+            generation: m.generation,
+            records: m.records,
+            visible: m.visible,
+            meta: m.meta.clone(),
+        }
+    }
+}
+
+fn state_name(s: v1::State) -> &'static str {
+    match s {
+        v1::State::Running => "running",
+        v1::State::Created => "created",
+        v1::State::Restarting => "restarting",
+        v1::State::Paused => "paused",
+        v1::State::Exited => "exited",
+    }
+}
+
+fn health_name(h: v1::Health) -> &'static str {
+    match h {
+        v1::Health::None => "none",
+        v1::Health::Starting => "starting",
+        v1::Health::Healthy => "healthy",
+        v1::Health::Unhealthy => "unhealthy",
+    }
+}
+
+fn port_text(p: &v1::Port) -> String {
+    let proto = match p.protocol() {
+        v1::Protocol::Tcp => "tcp",
+        v1::Protocol::Udp => "udp",
+        v1::Protocol::Sctp => "sctp",
+    };
+    match p.host_port {
+        0 => format!("{}/{proto}", p.port),
+        host => format!("{host}:{}/{proto}", p.port),
+    }
+}
+
+/// "3m ago" for a start time.
+fn age(started_at: i64) -> String {
+    if started_at <= 0 {
+        return "-".to_owned();
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let secs = (now - started_at).max(0) as u64;
+    let (n, unit) = match secs {
+        0..60 => (secs, "s"),
+        60..3600 => (secs / 60, "m"),
+        3600..86400 => (secs / 3600, "h"),
+        _ => (secs / 86400, "d"),
+    };
+    format!("{n}{unit} ago")
+}
+
+fn print_records(records: &[v1::Record], revision: u64, output: Output) -> Result<(), ClientError> {
+    match output {
+        Output::Json => print_json(&RecordsJson {
+            records: records.iter().map(RecordJson::from).collect(),
+            revision,
+        }),
+        Output::Table => {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut t = table();
+            writeln!(t, "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED").map_err(io_error)?;
+            for r in records {
+                let addresses: Vec<&str> = r.addresses.iter().map(|a| a.ip.as_str()).collect();
+                let ports: Vec<String> = r.ports.iter().map(port_text).collect();
+                let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
+                writeln!(
+                    t,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.name,
+                    r.host,
+                    state_name(r.state()),
+                    dash(addresses.join(",")),
+                    dash(ports.join(",")),
+                    dash(labels.join(",")),
+                    age(r.started_at),
+                )
+                .map_err(io_error)?;
+            }
+            flush(t)
+        }
+    }
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), ClientError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| ClientError(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn table() -> TabWriter<Vec<u8>> {
+    TabWriter::new(Vec::new()).padding(2)
+}
+
+fn flush(t: TabWriter<Vec<u8>>) -> Result<(), ClientError> {
+    let bytes = t.into_inner().map_err(|e| ClientError(e.to_string()))?;
+    std::io::stdout().write_all(&bytes).map_err(io_error)
+}
+
+fn io_error(e: std::io::Error) -> ClientError {
+    ClientError(format!("cannot write output: {e}"))
+}

@@ -1,0 +1,269 @@
+//! The agent's settings: flags, `MUSTER_*` environment variables and a TOML
+//! config file, merged in that order of precedence over built-in defaults.
+//!
+//! Every flag of `muster agent` is also a key of the config file, spelled
+//! the same (`node-name = "a"`, `join = ["10.0.0.2:7946"]`). Unknown keys
+//! are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// A duration written as humans do: `500ms`, `5s`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(HumanDuration)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+/// Flags of `muster agent`. Each is optional here so that the config file
+/// can fill what the command line and environment leave out.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentArgs {
+    /// TOML config file; its keys are these flags' names (e.g. `zone = "muster"`).
+    #[arg(long, env = "MUSTER_CONFIG", value_name = "PATH")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// This agent's node name, the `host` of its records [default: the host name]
+    #[arg(long, env = "MUSTER_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Agents with different cluster ids ignore each other [default: muster]
+    #[arg(long, env = "MUSTER_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
+
+    /// UDP address to gossip on [default: 127.0.0.1:7946]
+    #[arg(long, env = "MUSTER_GOSSIP_ADDR", value_name = "IP:PORT")]
+    pub gossip_addr: Option<SocketAddr>,
+
+    /// Address other agents reach this one at, when it differs from --gossip-addr
+    /// (e.g. listening on 0.0.0.0) [default: --gossip-addr]
+    #[arg(long, env = "MUSTER_ADVERTISE_ADDR", value_name = "IP:PORT")]
+    pub advertise_addr: Option<SocketAddr>,
+
+    /// Gossip address of an agent to join through; repeat or comma-separate for several.
+    /// Example: --join 10.0.0.2:7946 --join 10.0.0.3:7946
+    #[arg(long, env = "MUSTER_JOIN", value_name = "HOST:PORT", value_delimiter = ',')]
+    pub join: Option<Vec<String>>,
+
+    /// UDP and TCP address of the DNS server [default: 127.0.0.1:8600]
+    #[arg(long, env = "MUSTER_DNS_ADDR", value_name = "IP:PORT")]
+    pub dns_addr: Option<SocketAddr>,
+
+    /// Address of the gRPC API [default: 127.0.0.1:8700]
+    #[arg(long, env = "MUSTER_GRPC_ADDR", value_name = "IP:PORT")]
+    pub grpc_addr: Option<SocketAddr>,
+
+    /// Address of the HTTP endpoints (/healthz, /readyz) [default: 127.0.0.1:8800]
+    #[arg(long, env = "MUSTER_HTTP_ADDR", value_name = "IP:PORT")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// DNS zone muster is authoritative for: web-1 answers as web-1.<zone> [default: muster]
+    #[arg(long, env = "MUSTER_ZONE", value_name = "ZONE")]
+    pub zone: Option<String>,
+
+    /// TTL of DNS answers, in seconds [default: 5]
+    #[arg(long, env = "MUSTER_DNS_TTL", value_name = "SECONDS")]
+    pub dns_ttl: Option<u32>,
+
+    /// Static records file (TOML, `[[record]]` tables), re-read on SIGHUP
+    #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
+    pub static_file: Option<PathBuf>,
+
+    /// Do not watch the local Docker engine
+    #[arg(long, env = "MUSTER_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_docker: Option<bool>,
+
+    /// Time between gossip rounds [default: 1s]
+    #[arg(long, env = "MUSTER_GOSSIP_INTERVAL", value_name = "DURATION")]
+    pub gossip_interval: Option<HumanDuration>,
+
+    /// How long a dead agent's records stay in DNS and gRPC after the failure
+    /// detector declares it dead [default: 5s]
+    #[arg(long, env = "MUSTER_DEAD_GRACE", value_name = "DURATION")]
+    pub dead_grace: Option<HumanDuration>,
+
+    /// Phi-accrual threshold of the failure detector: higher declares death
+    /// later and more surely [default: 8]
+    #[arg(long, env = "MUSTER_PHI_THRESHOLD", value_name = "PHI")]
+    pub phi_threshold: Option<f64>,
+}
+
+/// The agent's settings after merging, with every default applied.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub cluster_id: String,
+    pub gossip_addr: SocketAddr,
+    pub advertise_addr: SocketAddr,
+    pub join: Vec<String>,
+    pub dns_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub zone: String,
+    pub dns_ttl: u32,
+    pub static_file: Option<PathBuf>,
+    pub docker: bool,
+    pub gossip_interval: Duration,
+    pub dead_grace: Duration,
+    pub phi_threshold: f64,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<AgentArgs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map_or(1, |s| text[..s.start].matches('\n').count() + 1);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+    })
+}
+
+/// The host name's first label, lower-cased: a default node name.
+fn default_node_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    host.split('.').next().unwrap_or("muster").to_ascii_lowercase()
+}
+
+impl AgentArgs {
+    /// Merges flags and environment (already in `self`) over the config
+    /// file over the defaults, and checks the result.
+    pub fn resolve(self) -> anyhow::Result<AgentConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => AgentArgs::default(),
+        };
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                self.$field.or(file.$field).unwrap_or_else(|| $default)
+            };
+        }
+        let gossip_addr = pick!(gossip_addr, "127.0.0.1:7946".parse().expect("valid literal"));
+        let config = AgentConfig {
+            node_name: pick!(node_name, default_node_name()),
+            cluster_id: pick!(cluster_id, "muster".to_owned()),
+            gossip_addr,
+            advertise_addr: pick!(advertise_addr, gossip_addr),
+            join: pick!(join, Vec::new()),
+            dns_addr: pick!(dns_addr, "127.0.0.1:8600".parse().expect("valid literal")),
+            grpc_addr: pick!(grpc_addr, "127.0.0.1:8700".parse().expect("valid literal")),
+            http_addr: pick!(http_addr, "127.0.0.1:8800".parse().expect("valid literal")),
+            zone: pick!(zone, "muster".to_owned()),
+            dns_ttl: pick!(dns_ttl, 5),
+            static_file: self.static_file.or(file.static_file),
+            docker: !pick!(no_docker, false),
+            gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_secs(1))).0,
+            dead_grace: pick!(dead_grace, HumanDuration(Duration::from_secs(5))).0,
+            phi_threshold: pick!(phi_threshold, 8.0),
+        };
+        config.check()?;
+        Ok(config)
+    }
+}
+
+impl AgentConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        muster_core::validate_dns_label(&self.node_name).with_context(|| {
+            format!(
+                "node name {:?} must be a DNS label (it answers as <node>.host.<zone>); set --node-name",
+                self.node_name
+            )
+        })?;
+        muster_core::validate_dns_name(&self.zone)
+            .with_context(|| format!("zone {:?} is not a DNS name", self.zone))?;
+        if self.cluster_id.is_empty() {
+            bail!("cluster id must not be empty");
+        }
+        if self.advertise_addr.ip().is_unspecified() {
+            bail!(
+                "advertise address {} is unspecified: other agents cannot reach it; set --advertise-addr",
+                self.advertise_addr
+            );
+        }
+        if self.gossip_interval < Duration::from_millis(10) || self.gossip_interval > Duration::from_secs(60) {
+            bail!("gossip interval must be between 10ms and 60s");
+        }
+        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+            bail!("phi threshold must be a positive number");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file = write("zone = \"corp\"\nnode-name = \"from-file\"\ndead-grace = \"9s\"\njoin = [\"10.0.0.1:7946\"]\n");
+        let args = AgentArgs {
+            config: Some(file.path().to_owned()),
+            node_name: Some("from-flag".into()),
+            ..AgentArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.node_name, "from-flag");
+        assert_eq!(config.zone, "corp");
+        assert_eq!(config.dead_grace, Duration::from_secs(9));
+        assert_eq!(config.join, ["10.0.0.1:7946"]);
+        assert_eq!(config.dns_addr.port(), 8600);
+        assert!(config.docker);
+    }
+
+    #[test]
+    fn bad_config_files_name_the_line() {
+        let file = write("zone = \"muster\"\nzoen = \"typo\"\n");
+        let args = AgentArgs {
+            config: Some(file.path().to_owned()),
+            ..AgentArgs::default()
+        };
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("zoen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            AgentArgs {
+                node_name: Some("bad_name".into()),
+                ..AgentArgs::default()
+            },
+            AgentArgs {
+                zone: Some("bad zone".into()),
+                ..AgentArgs::default()
+            },
+            AgentArgs {
+                advertise_addr: Some("0.0.0.0:7946".parse().unwrap()),
+                ..AgentArgs::default()
+            },
+        ] {
+            assert!(args.resolve().is_err());
+        }
+    }
+}
