@@ -1,1 +1,8 @@
+//! Integration tests: real `muster agent` processes on loopback, queried
+//! with real clients (dig, dnspython, the generated gRPC client, the CLI).
 
+mod harness;
+
+mod bad_input;
+mod directory;
+mod lifecycle;

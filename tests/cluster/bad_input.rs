@@ -1,0 +1,108 @@
+//! Bad input gets a clear error and never takes an agent down.
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::directory::WEB_RECORDS;
+use crate::harness::*;
+
+#[test]
+fn a_malformed_static_file_stops_startup_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.toml");
+    std::fs::write(&path, "[[record]]\nname = \"web-1\"\n\n[[record]]\nname = \"bad_name\"\n").unwrap();
+    let block = loopback_block();
+    let spec = AgentSpec::new(&block, 1, "a");
+    let out = spec
+        .command(dir.path())
+        .arg("--static-file")
+        .arg(&path)
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success(), "agent started with a bad file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:4", path.display())), "{stderr}");
+    assert!(stderr.contains("bad_name"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_and_config_files_are_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("muster.toml");
+    std::fs::write(&config, "zone = \"muster\"\ngossip-adr = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(muster_bin())
+        .args(["agent", "--no-docker", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("muster.toml:2") && stderr.contains("gossip-adr"), "{stderr}");
+
+    let out = Command::new(muster_bin())
+        .args(["agent", "--no-docker", "--node-name", "not_a_label"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_a_label"));
+}
+
+#[tokio::test]
+async fn junk_packets_at_the_dns_and_gossip_ports_leave_the_agent_serving() {
+    let block = loopback_block();
+    let mut a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    let ip = a.spec.ip.clone();
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (dig(&ip, DNS_PORT, &["+short", "web-1.muster"]).trim() == "10.0.0.5").then_some(())
+    })
+    .await;
+
+    let socket = UdpSocket::bind(format!("{ip}:0")).unwrap();
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        vec![0; 11],
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01".to_vec(), // pointer loop
+        b"\x12\x34\x01\x00\x00\x05\x00\x00\x00\x00\x00\x00\x03web".to_vec(), // truncated question
+        (0..=255u8).cycle().take(4000).collect(),
+    ];
+    for _ in 0..20 {
+        for packet in &junk {
+            socket.send_to(packet, format!("{ip}:{DNS_PORT}")).unwrap();
+            socket.send_to(packet, format!("{ip}:{GOSSIP_PORT}")).unwrap();
+        }
+    }
+    // Junk over TCP as well.
+    {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(format!("{ip}:{DNS_PORT}")).unwrap();
+        let _ = tcp.write_all(b"\x00\x05hello\xff\xff\x00\x00");
+    }
+
+    assert!(a.is_running(), "agent died");
+    assert_eq!(dig(&ip, DNS_PORT, &["+short", "web-1.muster"]).trim(), "10.0.0.5");
+    assert_eq!(a.lookup("web-1").await.len(), 1);
+    let reply = dnspython(&ip, DNS_PORT, "web-1.muster.", "A", true);
+    assert_eq!(reply["answers"], serde_json::json!(["10.0.0.5"]));
+}
+
+#[tokio::test]
+async fn cli_exit_codes_tell_found_from_not_found_from_errors() {
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    let addr = a.grpc_addr();
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    let code = |args: &[&str]| muster_cli(args).status.code();
+    assert_eq!(code(&["lookup", "web-1", "--addr", &addr]), Some(0));
+    assert_eq!(code(&["lookup", "nope", "--addr", &addr]), Some(1));
+    assert_eq!(code(&["ls", "-l", "app=nope", "--addr", &addr]), Some(1));
+    let bad = muster_cli(&["ls", "-l", "app in web", "--addr", &addr]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("column 8"));
+    assert_eq!(code(&["members", "--addr", &format!("{}.99:1", block)]), Some(2));
+    assert_eq!(code(&["lookup"]), Some(2));
+}

@@ -1,0 +1,163 @@
+//! Records published on one agent are answered by every agent, over DNS
+//! and gRPC, with the right codes for everything else.
+
+use std::time::Duration;
+
+use muster_proto::v1;
+
+use crate::harness::*;
+
+pub const WEB_RECORDS: &str = r#"
+[[record]]
+name = "web-1"
+addresses = ["10.0.0.5", "fd00::5"]
+labels = { app = "web", env = "prod" }
+ports = ["8080/tcp"]
+
+[[record]]
+name = "db-1"
+addresses = ["10.0.0.6"]
+labels = { app = "db", env = "prod" }
+"#;
+
+/// Starts agents a (with `records`), b and c, all joining through a, and
+/// waits until c sees three alive members.
+pub async fn three_agents(records: &str) -> (Agent, Agent, Agent) {
+    let block = loopback_block();
+    let a_spec = AgentSpec::new(&block, 1, "a").with_records(records);
+    let a = Agent::start(a_spec.clone()).await;
+    let b = Agent::start(AgentSpec::new(&block, 2, "b").joining(&a_spec)).await;
+    let c = Agent::start(AgentSpec::new(&block, 3, "c").joining(&a_spec)).await;
+    eventually(Duration::from_secs(15), "c to see three alive members", || async {
+        let members = c.members().await;
+        (members.len() == 3 && members.iter().all(|m| m.liveness() == v1::Liveness::Alive)).then_some(())
+    })
+    .await;
+    (a, b, c)
+}
+
+#[tokio::test]
+async fn records_published_on_a_resolve_on_c_over_dns_and_grpc() {
+    let (a, _b, c) = three_agents(WEB_RECORDS).await;
+    let ip = c.spec.ip.clone();
+
+    let records = eventually(Duration::from_secs(10), "web-1 on c", || async {
+        let r = c.lookup("web-1").await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].host, "a");
+    assert_eq!(records[0].labels["app"], "web");
+
+    // dig, over UDP and TCP.
+    assert_eq!(dig(&ip, c.dns_port(), &["+short", "web-1.muster", "A"]).trim(), "10.0.0.5");
+    assert_eq!(dig(&ip, c.dns_port(), &["+short", "+tcp", "web-1.muster", "AAAA"]).trim(), "fd00::5");
+
+    // dnspython, over UDP and TCP.
+    let a_reply = dnspython(&ip, c.dns_port(), "web-1.muster.", "A", false);
+    assert_eq!(a_reply["rcode"], "NOERROR");
+    assert_eq!(a_reply["answers"], serde_json::json!(["10.0.0.5"]));
+    assert!(a_reply["flags"].as_array().unwrap().contains(&"AA".into()), "{a_reply}");
+    let aaaa_reply = dnspython(&ip, c.dns_port(), "web-1.muster.", "AAAA", true);
+    assert_eq!(aaaa_reply["answers"], serde_json::json!(["fd00::5"]));
+
+    // The CLI.
+    let out = muster_cli(&["lookup", "web-1", "--addr", &c.grpc_addr(), "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let record = &doc["records"][0];
+    assert_eq!(record["name"], "web-1");
+    assert_eq!(record["host"], "a");
+    assert_eq!(record["state"], "running");
+    assert_eq!(record["addresses"], serde_json::json!(["10.0.0.5", "fd00::5"]));
+    assert_eq!(record["labels"]["env"], "prod");
+    assert_eq!(record["ports"], serde_json::json!(["8080/tcp"]));
+
+    let out = muster_cli(&["ls", "-l", "app=web", "--addr", &c.grpc_addr(), "-o", "json"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = doc["records"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web-1"]);
+
+    let out = muster_cli(&["ls", "-l", "env=prod", "--addr", &c.grpc_addr()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("db-1") && table.contains("web-1"), "{table}");
+
+    let out = muster_cli(&["members", "--addr", &c.grpc_addr(), "-o", "json"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = doc["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert_eq!(m["state"], "alive", "{m}");
+        assert!(m["generation"].as_u64().unwrap() > 0);
+        assert!(m["gossip_addr"].as_str().unwrap().ends_with(":7946"));
+    }
+    let a_member = members.iter().find(|m| m["name"] == "a").unwrap();
+    assert_eq!(a_member["records"], 2);
+    drop(a);
+}
+
+#[tokio::test]
+async fn dns_answers_negative_and_out_of_zone_questions_correctly() {
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    let ip = a.spec.ip.clone();
+    let port = a.dns_port();
+    eventually(Duration::from_secs(10), "web-1 to be served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+
+    // The query's case is kept in the answer, whatever case was stored.
+    let mixed = dnspython(&ip, port, "WeB-1.MUSTER.", "A", false);
+    assert_eq!(mixed["answers"], serde_json::json!(["10.0.0.5"]));
+    assert_eq!(mixed["answer_names"], serde_json::json!(["WeB-1.MUSTER."]));
+
+    // Unknown name in the zone: NXDOMAIN with the SOA.
+    let nx = dnspython(&ip, port, "nope.muster.", "A", false);
+    assert_eq!(nx["rcode"], "NXDOMAIN");
+    assert_eq!(nx["authority_types"], serde_json::json!(["SOA"]));
+
+    // Known name, missing type: NODATA (NOERROR, no answer, SOA).
+    let nodata = dnspython(&ip, port, "db-1.muster.", "AAAA", false);
+    assert_eq!(nodata["rcode"], "NOERROR");
+    assert_eq!(nodata["answers"], serde_json::json!([]));
+    assert_eq!(nodata["authority_types"], serde_json::json!(["SOA"]));
+
+    // Outside the zone: REFUSED, never recursion.
+    let refused = dnspython(&ip, port, "example.com.", "A", false);
+    assert_eq!(refused["rcode"], "REFUSED");
+    assert!(dig(&ip, port, &["example.com"]).contains("status: REFUSED"));
+
+    // SOA and NS at the apex.
+    let soa = dig(&ip, port, &["+short", "muster", "SOA"]);
+    assert!(soa.starts_with("a.host.muster. hostmaster.muster."), "{soa}");
+    assert_eq!(dig(&ip, port, &["+short", "muster", "NS"]).trim(), "a.host.muster.");
+    assert_eq!(dig(&ip, port, &["+short", "a.host.muster", "A"]).trim(), ip);
+    let over_tcp = dnspython(&ip, port, "muster.", "SOA", true);
+    assert_eq!(over_tcp["rcode"], "NOERROR");
+}
+
+#[tokio::test]
+async fn list_filters_by_equality_selectors_and_rejects_bad_ones() {
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    eventually(Duration::from_secs(10), "records to be served", || async {
+        (a.lookup("db-1").await.len() == 1).then_some(())
+    })
+    .await;
+    let mut client = a.client().await;
+    let list = |selector: &str| v1::ListRequest { selector: selector.to_owned() };
+    let names = |r: v1::ListResponse| r.records.into_iter().map(|r| r.name).collect::<Vec<_>>();
+
+    assert_eq!(names(client.list(list("env=prod")).await.unwrap().into_inner()), ["db-1", "web-1"]);
+    assert_eq!(names(client.list(list("app=web,env=prod")).await.unwrap().into_inner()), ["web-1"]);
+    assert!(names(client.list(list("app=web,env=dev")).await.unwrap().into_inner()).is_empty());
+
+    let bad = client.list(list("app=web,,env=prod")).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("column 9"), "{}", bad.message());
+}

@@ -1,0 +1,300 @@
+//! Starts real `muster agent` processes on loopback and talks to them with
+//! real clients: the generated gRPC client, the `muster` CLI, `dig` and
+//! dnspython.
+//!
+//! Each test gets its own loopback address block `127.X.Y.0/24` (agent `i`
+//! lives on `127.X.Y.i`), so the fixed ports below never collide between
+//! tests running in parallel.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use muster_proto::v1;
+use muster_proto::v1::directory_client::DirectoryClient;
+use tonic::transport::Channel;
+
+pub const GOSSIP_PORT: u16 = 7946;
+pub const DNS_PORT: u16 = 8600;
+pub const GRPC_PORT: u16 = 8700;
+pub const HTTP_PORT: u16 = 8800;
+
+/// The muster binary under test.
+pub fn muster_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_muster")
+}
+
+/// A fresh `127.X.Y` prefix for one test.
+pub fn loopback_block() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .subsec_nanos();
+    let n = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919));
+    format!("127.{}.{}", 1 + n % 250, 1 + (n / 250) % 250)
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How to start one agent.
+#[derive(Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub ip: String,
+    pub join: Vec<String>,
+    pub static_records: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+/// A running agent process; killed (SIGKILL) when dropped.
+pub struct Agent {
+    pub spec: AgentSpec,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentSpec {
+    pub fn new(block: &str, index: u8, name: &str) -> AgentSpec {
+        AgentSpec {
+            name: name.to_owned(),
+            ip: format!("{block}.{index}"),
+            join: Vec::new(),
+            static_records: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn gossip_addr(&self) -> String {
+        format!("{}:{GOSSIP_PORT}", self.ip)
+    }
+
+    pub fn joining(mut self, seed: &AgentSpec) -> AgentSpec {
+        self.join.push(seed.gossip_addr());
+        self
+    }
+
+    pub fn with_records(mut self, toml: &str) -> AgentSpec {
+        self.static_records = Some(toml.to_owned());
+        self
+    }
+
+    /// The command line for this agent, writing its files under `dir`.
+    pub fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(muster_bin());
+        cmd.arg("agent")
+            .args(["--node-name", &self.name])
+            .args(["--gossip-addr", &self.gossip_addr()])
+            .args(["--dns-addr", &format!("{}:{DNS_PORT}", self.ip)])
+            .args(["--grpc-addr", &format!("{}:{GRPC_PORT}", self.ip)])
+            .args(["--http-addr", &format!("{}:{HTTP_PORT}", self.ip)])
+            .args(["--zone", "muster", "--no-docker"])
+            .args(["--gossip-interval", "100ms", "--dead-grace", "1s"]);
+        for seed in &self.join {
+            cmd.args(["--join", seed]);
+        }
+        if self.static_records.is_some() {
+            cmd.arg("--static-file").arg(dir.join("records.toml"));
+        }
+        cmd.args(&self.extra_args);
+        cmd.env("MUSTER_LOG", "info,hickory_server=warn,chitchat=warn");
+        cmd
+    }
+}
+
+impl Agent {
+    /// Starts the agent and waits until its gRPC API answers.
+    pub async fn start(spec: AgentSpec) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("muster-{}-", spec.name))
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        if let Some(records) = &spec.static_records {
+            std::fs::write(dir.join("records.toml"), records).expect("write records");
+        }
+        let mut agent = Agent {
+            spec,
+            dir,
+            child: None,
+            log: PathBuf::new(),
+        };
+        agent.spawn().await;
+        agent
+    }
+
+    async fn spawn(&mut self) {
+        self.log = self.dir.join(format!("agent-{}.log", now_millis()));
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = self
+            .spec
+            .command(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn muster agent");
+        self.child = Some(child);
+        let addr = self.grpc_addr();
+        eventually(Duration::from_secs(20), &format!("agent {} to serve gRPC", self.spec.name), || {
+            let addr = addr.clone();
+            async move { DirectoryClient::connect(format!("http://{addr}")).await.ok() }
+        })
+        .await;
+    }
+
+    pub fn grpc_addr(&self) -> String {
+        format!("{}:{GRPC_PORT}", self.spec.ip)
+    }
+
+    pub fn dns_port(&self) -> u16 {
+        DNS_PORT
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("agent running").id() as i32
+    }
+
+    pub async fn client(&self) -> DirectoryClient<Channel> {
+        DirectoryClient::connect(format!("http://{}", self.grpc_addr()))
+            .await
+            .expect("connect to agent")
+    }
+
+    /// Names of records this agent's directory holds for `name`.
+    pub async fn lookup(&self, name: &str) -> Vec<v1::Record> {
+        match self
+            .client()
+            .await
+            .lookup(v1::LookupRequest { name: name.to_owned() })
+            .await
+        {
+            Ok(r) => r.into_inner().records,
+            Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
+            Err(s) => panic!("lookup {name}: {s}"),
+        }
+    }
+
+    pub async fn members(&self) -> Vec<v1::Member> {
+        self.client()
+            .await
+            .members(v1::MembersRequest {})
+            .await
+            .expect("members")
+            .into_inner()
+            .members
+    }
+
+    /// Sends a signal to the agent process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a child we own; no memory is shared.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same agent again (same name, addresses and files).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// Rewrites the static records file.
+    pub fn write_records(&self, toml: &str) {
+        std::fs::write(self.dir.join("records.toml"), toml).expect("write records");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- log of agent {} ({}) ----\n{}", self.spec.name, self.log.display(), self.log());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis()
+}
+
+/// Runs the muster CLI.
+pub fn muster_cli(args: &[&str]) -> Output {
+    Command::new(muster_bin())
+        .args(args)
+        .output()
+        .expect("run muster")
+}
+
+/// `dig +short`-style answers from a real `dig`, or the status line when
+/// `status` is set.
+pub fn dig(server_ip: &str, port: u16, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{server_ip}"))
+        .args(["-p", &port.to_string(), "+time=2", "+tries=2"])
+        .args(args)
+        .output()
+        .expect("dig is installed (see README: tests/setup.sh)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The answer of dnspython, as JSON: `{"rcode": "NOERROR", "answers": [...],
+/// "authority": [...], "flags": [...]}`.
+pub fn dnspython(server_ip: &str, port: u16, name: &str, rtype: &str, tcp: bool) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/cluster/dns_query.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args([server_ip, &port.to_string(), name, rtype]);
+    if tcp {
+        cmd.arg("--tcp");
+    }
+    let out = cmd.output().expect("python3 is installed");
+    assert!(
+        out.status.success(),
+        "dns_query.py failed (is dnspython installed? see README): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("dns_query.py prints JSON")
+}
