@@ -11,7 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.btree_map(["."]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("muster_descriptor.bin"))
-        .compile_with_config(config, &[root.join("muster/v1/directory.proto")], &[root.clone()])?;
+        .compile_with_config(
+            config,
+            &[root.join("muster/v1/directory.proto")],
+            std::slice::from_ref(&root),
+        )?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

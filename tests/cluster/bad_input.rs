@@ -11,7 +11,11 @@ use crate::harness::*;
 fn a_malformed_static_file_stops_startup_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.toml");
-    std::fs::write(&path, "[[record]]\nname = \"web-1\"\n\n[[record]]\nname = \"bad_name\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[[record]]\nname = \"web-1\"\n\n[[record]]\nname = \"bad_name\"\n",
+    )
+    .unwrap();
     let block = loopback_block();
     let spec = AgentSpec::new(&block, 1, "a");
     let out = spec
@@ -22,7 +26,10 @@ fn a_malformed_static_file_stops_startup_naming_file_and_line() {
         .expect("run agent");
     assert!(!out.status.success(), "agent started with a bad file");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:4", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4", path.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("bad_name"), "{stderr}");
 }
 
@@ -38,7 +45,10 @@ fn bad_flags_and_config_files_are_refused_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("muster.toml:2") && stderr.contains("gossip-adr"), "{stderr}");
+    assert!(
+        stderr.contains("muster.toml:2") && stderr.contains("gossip-adr"),
+        "{stderr}"
+    );
 
     let out = Command::new(muster_bin())
         .args(["agent", "--no-docker", "--node-name", "not_a_label"])
@@ -70,7 +80,9 @@ async fn junk_packets_at_the_dns_and_gossip_ports_leave_the_agent_serving() {
     for _ in 0..20 {
         for packet in &junk {
             socket.send_to(packet, format!("{ip}:{DNS_PORT}")).unwrap();
-            socket.send_to(packet, format!("{ip}:{GOSSIP_PORT}")).unwrap();
+            socket
+                .send_to(packet, format!("{ip}:{GOSSIP_PORT}"))
+                .unwrap();
         }
     }
     // Junk over TCP as well.
@@ -81,7 +93,10 @@ async fn junk_packets_at_the_dns_and_gossip_ports_leave_the_agent_serving() {
     }
 
     assert!(a.is_running(), "agent died");
-    assert_eq!(dig(&ip, DNS_PORT, &["+short", "web-1.muster"]).trim(), "10.0.0.5");
+    assert_eq!(
+        dig(&ip, DNS_PORT, &["+short", "web-1.muster"]).trim(),
+        "10.0.0.5"
+    );
     assert_eq!(a.lookup("web-1").await.len(), 1);
     let reply = dnspython(&ip, DNS_PORT, "web-1.muster.", "A", true);
     assert_eq!(reply["answers"], serde_json::json!(["10.0.0.5"]));
@@ -103,6 +118,59 @@ async fn cli_exit_codes_tell_found_from_not_found_from_errors() {
     let bad = muster_cli(&["ls", "-l", "app in web", "--addr", &addr]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("column 8"));
-    assert_eq!(code(&["members", "--addr", &format!("{}.99:1", block)]), Some(2));
+    assert_eq!(
+        code(&["members", "--addr", &format!("{}.99:1", block)]),
+        Some(2)
+    );
     assert_eq!(code(&["lookup"]), Some(2));
+}
+
+/// `muster agent` with no flags at all is a working single-host agent on
+/// the documented default addresses (127.0.0.1: DNS 8600, gRPC 8700,
+/// HTTP 8800, gossip 7946).
+#[tokio::test]
+async fn an_agent_with_no_flags_serves_on_the_default_addresses() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut child = Command::new(muster_bin())
+        .arg("agent")
+        .current_dir(dir.path())
+        .env_remove("MUSTER_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let members = eventually(
+        Duration::from_secs(20),
+        "the default agent to answer",
+        || async {
+            let out = muster_cli(&["members", "-o", "json"]);
+            out.status
+                .success()
+                .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+        },
+    )
+    .await;
+    let me = &members["members"][0];
+    assert_eq!(me["state"], "alive");
+    assert_eq!(me["gossip_addr"], "127.0.0.1:7946");
+    let node = me["name"].as_str().unwrap().to_owned();
+    let soa = dig("127.0.0.1", 8600, &["+short", "muster", "SOA"]);
+    assert!(soa.starts_with(&format!("{node}.host.muster.")), "{soa}");
+
+    let mut http = std::net::TcpStream::connect("127.0.0.1:8800").unwrap();
+    http.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    http.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(log.contains("muster agent started"), "{log}");
 }

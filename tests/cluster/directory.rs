@@ -28,10 +28,15 @@ pub async fn three_agents(records: &str) -> (Agent, Agent, Agent) {
     let a = Agent::start(a_spec.clone()).await;
     let b = Agent::start(AgentSpec::new(&block, 2, "b").joining(&a_spec)).await;
     let c = Agent::start(AgentSpec::new(&block, 3, "c").joining(&a_spec)).await;
-    eventually(Duration::from_secs(15), "c to see three alive members", || async {
-        let members = c.members().await;
-        (members.len() == 3 && members.iter().all(|m| m.liveness() == v1::Liveness::Alive)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "c to see three alive members",
+        || async {
+            let members = c.members().await;
+            (members.len() == 3 && members.iter().all(|m| m.liveness() == v1::Liveness::Alive))
+                .then_some(())
+        },
+    )
     .await;
     (a, b, c)
 }
@@ -51,33 +56,67 @@ async fn records_published_on_a_resolve_on_c_over_dns_and_grpc() {
     assert_eq!(records[0].labels["app"], "web");
 
     // dig, over UDP and TCP.
-    assert_eq!(dig(&ip, c.dns_port(), &["+short", "web-1.muster", "A"]).trim(), "10.0.0.5");
-    assert_eq!(dig(&ip, c.dns_port(), &["+short", "+tcp", "web-1.muster", "AAAA"]).trim(), "fd00::5");
+    assert_eq!(
+        dig(&ip, c.dns_port(), &["+short", "web-1.muster", "A"]).trim(),
+        "10.0.0.5"
+    );
+    assert_eq!(
+        dig(
+            &ip,
+            c.dns_port(),
+            &["+short", "+tcp", "web-1.muster", "AAAA"]
+        )
+        .trim(),
+        "fd00::5"
+    );
 
     // dnspython, over UDP and TCP.
     let a_reply = dnspython(&ip, c.dns_port(), "web-1.muster.", "A", false);
     assert_eq!(a_reply["rcode"], "NOERROR");
     assert_eq!(a_reply["answers"], serde_json::json!(["10.0.0.5"]));
-    assert!(a_reply["flags"].as_array().unwrap().contains(&"AA".into()), "{a_reply}");
+    assert!(
+        a_reply["flags"].as_array().unwrap().contains(&"AA".into()),
+        "{a_reply}"
+    );
     let aaaa_reply = dnspython(&ip, c.dns_port(), "web-1.muster.", "AAAA", true);
     assert_eq!(aaaa_reply["answers"], serde_json::json!(["fd00::5"]));
 
     // The CLI.
     let out = muster_cli(&["lookup", "web-1", "--addr", &c.grpc_addr(), "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let record = &doc["records"][0];
     assert_eq!(record["name"], "web-1");
     assert_eq!(record["host"], "a");
     assert_eq!(record["state"], "running");
-    assert_eq!(record["addresses"], serde_json::json!(["10.0.0.5", "fd00::5"]));
+    assert_eq!(
+        record["addresses"],
+        serde_json::json!(["10.0.0.5", "fd00::5"])
+    );
     assert_eq!(record["labels"]["env"], "prod");
     assert_eq!(record["ports"], serde_json::json!(["8080/tcp"]));
 
-    let out = muster_cli(&["ls", "-l", "app=web", "--addr", &c.grpc_addr(), "-o", "json"]);
+    let out = muster_cli(&[
+        "ls",
+        "-l",
+        "app=web",
+        "--addr",
+        &c.grpc_addr(),
+        "-o",
+        "json",
+    ]);
     assert!(out.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = doc["records"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = doc["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["web-1"]);
 
     let out = muster_cli(&["ls", "-l", "env=prod", "--addr", &c.grpc_addr()]);
@@ -134,8 +173,14 @@ async fn dns_answers_negative_and_out_of_zone_questions_correctly() {
 
     // SOA and NS at the apex.
     let soa = dig(&ip, port, &["+short", "muster", "SOA"]);
-    assert!(soa.starts_with("a.host.muster. hostmaster.muster."), "{soa}");
-    assert_eq!(dig(&ip, port, &["+short", "muster", "NS"]).trim(), "a.host.muster.");
+    assert!(
+        soa.starts_with("a.host.muster. hostmaster.muster."),
+        "{soa}"
+    );
+    assert_eq!(
+        dig(&ip, port, &["+short", "muster", "NS"]).trim(),
+        "a.host.muster."
+    );
     assert_eq!(dig(&ip, port, &["+short", "a.host.muster", "A"]).trim(), ip);
     let over_tcp = dnspython(&ip, port, "muster.", "SOA", true);
     assert_eq!(over_tcp["rcode"], "NOERROR");
@@ -150,12 +195,35 @@ async fn list_filters_by_equality_selectors_and_rejects_bad_ones() {
     })
     .await;
     let mut client = a.client().await;
-    let list = |selector: &str| v1::ListRequest { selector: selector.to_owned() };
+    let list = |selector: &str| v1::ListRequest {
+        selector: selector.to_owned(),
+    };
     let names = |r: v1::ListResponse| r.records.into_iter().map(|r| r.name).collect::<Vec<_>>();
 
-    assert_eq!(names(client.list(list("env=prod")).await.unwrap().into_inner()), ["db-1", "web-1"]);
-    assert_eq!(names(client.list(list("app=web,env=prod")).await.unwrap().into_inner()), ["web-1"]);
-    assert!(names(client.list(list("app=web,env=dev")).await.unwrap().into_inner()).is_empty());
+    assert_eq!(
+        names(client.list(list("env=prod")).await.unwrap().into_inner()),
+        ["db-1", "web-1"]
+    );
+    assert_eq!(
+        names(
+            client
+                .list(list("app=web,env=prod"))
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        ["web-1"]
+    );
+    assert!(
+        names(
+            client
+                .list(list("app=web,env=dev"))
+                .await
+                .unwrap()
+                .into_inner()
+        )
+        .is_empty()
+    );
 
     let bad = client.list(list("app=web,,env=prod")).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);

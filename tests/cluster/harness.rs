@@ -63,6 +63,7 @@ pub struct AgentSpec {
     pub ip: String,
     pub join: Vec<String>,
     pub static_records: Option<String>,
+    pub gossip_interval: String,
     pub extra_args: Vec<String>,
 }
 
@@ -81,6 +82,7 @@ impl AgentSpec {
             ip: format!("{block}.{index}"),
             join: Vec::new(),
             static_records: None,
+            gossip_interval: "100ms".to_owned(),
             extra_args: Vec::new(),
         }
     }
@@ -109,7 +111,12 @@ impl AgentSpec {
             .args(["--grpc-addr", &format!("{}:{GRPC_PORT}", self.ip)])
             .args(["--http-addr", &format!("{}:{HTTP_PORT}", self.ip)])
             .args(["--zone", "muster", "--no-docker"])
-            .args(["--gossip-interval", "100ms", "--dead-grace", "1s"]);
+            .args([
+                "--gossip-interval",
+                &self.gossip_interval,
+                "--dead-grace",
+                "1s",
+            ]);
         for seed in &self.join {
             cmd.args(["--join", seed]);
         }
@@ -155,10 +162,18 @@ impl Agent {
             .expect("spawn muster agent");
         self.child = Some(child);
         let addr = self.grpc_addr();
-        eventually(Duration::from_secs(20), &format!("agent {} to serve gRPC", self.spec.name), || {
-            let addr = addr.clone();
-            async move { DirectoryClient::connect(format!("http://{addr}")).await.ok() }
-        })
+        eventually(
+            Duration::from_secs(20),
+            &format!("agent {} to serve gRPC", self.spec.name),
+            || {
+                let addr = addr.clone();
+                async move {
+                    DirectoryClient::connect(format!("http://{addr}"))
+                        .await
+                        .ok()
+                }
+            },
+        )
         .await;
     }
 
@@ -185,7 +200,9 @@ impl Agent {
         match self
             .client()
             .await
-            .lookup(v1::LookupRequest { name: name.to_owned() })
+            .lookup(v1::LookupRequest {
+                name: name.to_owned(),
+            })
             .await
         {
             Ok(r) => r.into_inner().records,
@@ -246,7 +263,12 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("---- log of agent {} ({}) ----\n{}", self.spec.name, self.log.display(), self.log());
+            eprintln!(
+                "---- log of agent {} ({}) ----\n{}",
+                self.spec.name,
+                self.log.display(),
+                self.log()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -282,8 +304,17 @@ pub fn dig(server_ip: &str, port: u16, args: &[&str]) -> String {
 
 /// The answer of dnspython, as JSON: `{"rcode": "NOERROR", "answers": [...],
 /// "authority": [...], "flags": [...]}`.
-pub fn dnspython(server_ip: &str, port: u16, name: &str, rtype: &str, tcp: bool) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/cluster/dns_query.py");
+pub fn dnspython(
+    server_ip: &str,
+    port: u16,
+    name: &str,
+    rtype: &str,
+    tcp: bool,
+) -> serde_json::Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/cluster/dns_query.py"
+    );
     let mut cmd = Command::new("python3");
     cmd.arg(script)
         .args([server_ip, &port.to_string(), name, rtype]);

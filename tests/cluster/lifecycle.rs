@@ -17,20 +17,42 @@ async fn killed_agent_records_leave_dns_after_the_grace_and_return_once_on_resta
         (dig(&ip, port, &["+short", "web-1.muster"]).trim() == "10.0.0.5").then_some(())
     })
     .await;
-    let first_generation = c.members().await.into_iter().find(|m| m.name == "a").unwrap().generation;
+    let first_generation = c
+        .members()
+        .await
+        .into_iter()
+        .find(|m| m.name == "a")
+        .unwrap()
+        .generation;
 
     a.kill();
     let killed = Instant::now();
-    eventually(Duration::from_secs(20), "web-1 to leave c's DNS", || async {
-        dig(&ip, port, &["+short", "web-1.muster"]).trim().is_empty().then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "web-1 to leave c's DNS",
+        || async {
+            dig(&ip, port, &["+short", "web-1.muster"])
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
     // The grace is 1 s on top of the failure detector: never sooner.
-    assert!(killed.elapsed() >= Duration::from_secs(1), "gone after {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() >= Duration::from_secs(1),
+        "gone after {:?}",
+        killed.elapsed()
+    );
     let nx = dnspython(&ip, port, "web-1.muster.", "A", false);
     assert_eq!(nx["rcode"], "NXDOMAIN");
     assert!(c.lookup("web-1").await.is_empty());
-    let a_member = c.members().await.into_iter().find(|m| m.name == "a").unwrap();
+    let a_member = c
+        .members()
+        .await
+        .into_iter()
+        .find(|m| m.name == "a")
+        .unwrap();
     assert_eq!(a_member.liveness(), v1::Liveness::Dead);
     assert!(!a_member.visible);
 
@@ -41,13 +63,27 @@ async fn killed_agent_records_leave_dns_after_the_grace_and_return_once_on_resta
     })
     .await;
     assert_eq!(records.len(), 1, "exactly once: {records:?}");
-    assert_eq!(dig(&ip, port, &["+short", "web-1.muster"]).trim(), "10.0.0.5");
-    let members = c.members().await;
-    let a_members: Vec<_> = members.iter().filter(|m| m.name == "a").collect();
-    assert_eq!(a_members.len(), 1, "one member a: {members:?}");
-    assert!(a_members[0].generation > first_generation);
-    assert_eq!(a_members[0].liveness(), v1::Liveness::Alive);
-    let all = c.client().await.list(v1::ListRequest { selector: String::new() }).await.unwrap().into_inner();
+    assert_eq!(
+        dig(&ip, port, &["+short", "web-1.muster"]).trim(),
+        "10.0.0.5"
+    );
+    let a_member = eventually(Duration::from_secs(10), "a alive again on c", || async {
+        let members = c.members().await;
+        let a_members: Vec<_> = members.into_iter().filter(|m| m.name == "a").collect();
+        assert_eq!(a_members.len(), 1, "one member a: {a_members:?}");
+        (a_members[0].liveness() == v1::Liveness::Alive).then(|| a_members[0].clone())
+    })
+    .await;
+    assert!(a_member.generation > first_generation);
+    let all = c
+        .client()
+        .await
+        .list(v1::ListRequest {
+            selector: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(all.records.len(), 2, "no duplicates: {:?}", all.records);
 }
 
@@ -79,7 +115,8 @@ addresses = ["10.0.0.7"]
         let web = dig(&ip, port, &["+short", "web-1.muster"]);
         let cache = dig(&ip, port, &["+short", "cache-1.muster"]);
         let db = dig(&ip, port, &["+short", "db-1.muster"]);
-        (web.trim() == "10.0.0.50" && cache.trim() == "10.0.0.7" && db.trim().is_empty()).then_some(())
+        (web.trim() == "10.0.0.50" && cache.trim() == "10.0.0.7" && db.trim().is_empty())
+            .then_some(())
     })
     .await;
     assert!(c.lookup("db-1").await.is_empty());
@@ -95,11 +132,17 @@ async fn a_bad_reload_keeps_the_last_good_set_and_says_why() {
     .await;
     a.write_records("[[record]]\nname = \"web-1\"\naddresses = [\"not-an-ip\"]\n");
     a.signal(libc::SIGHUP);
-    eventually(Duration::from_secs(10), "the reload error in the log", || async {
-        let log = a.log();
-        (log.contains("records.toml:1") && log.contains("not-an-ip") && log.contains("keeping the last good set"))
+    eventually(
+        Duration::from_secs(10),
+        "the reload error in the log",
+        || async {
+            let log = a.log();
+            (log.contains("records.toml:1")
+                && log.contains("not-an-ip")
+                && log.contains("keeping the last good set"))
             .then_some(())
-    })
+        },
+    )
     .await;
     assert_eq!(a.lookup("web-1").await.len(), 1);
     assert_eq!(a.lookup("db-1").await.len(), 1);

@@ -19,7 +19,13 @@ pub async fn serve_http(
     addr: std::net::SocketAddr,
     directory: Arc<ArcSwap<Snapshot>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(std::net::SocketAddr, impl Future<Output = std::io::Result<()>>), ApiError> {
+) -> Result<
+    (
+        std::net::SocketAddr,
+        impl Future<Output = std::io::Result<()>>,
+    ),
+    ApiError,
+> {
     let bind_err = |source| ApiError::Bind {
         what: "HTTP",
         addr,
@@ -49,6 +55,9 @@ async fn ready(State(directory): State<Arc<ArcSwap<Snapshot>>>) -> (StatusCode, 
     {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no member list yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no member list yet\n",
+        )
     }
 }

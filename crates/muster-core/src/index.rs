@@ -47,6 +47,9 @@ pub enum Change {
 /// How the local agent sees another agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Liveness {
+    /// Heard of, but its failure detector has no heartbeat rhythm yet (a
+    /// node that just started, or that another agent told us about).
+    Joining,
     /// Heard from recently.
     Alive,
     /// Declared dead by the failure detector; its records stay visible
@@ -58,6 +61,7 @@ impl Liveness {
     /// The lower-case name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
+            Liveness::Joining => "joining",
             Liveness::Alive => "alive",
             Liveness::Dead => "dead",
         }
@@ -180,7 +184,10 @@ impl Snapshot {
             .min_by_key(|(_, n)| *n);
         let mut out: Vec<Arc<Record>> = match narrowest {
             Some((i, _)) => {
-                let (k, v) = selector.required_pairs().nth(i).expect("index from same iterator");
+                let (k, v) = selector
+                    .required_pairs()
+                    .nth(i)
+                    .expect("index from same iterator");
                 self.by_label
                     .get(&(Arc::from(k), Arc::from(v)))
                     .into_iter()
@@ -331,7 +338,11 @@ where
     if !list.iter().any(|r| same_record(r, record)) {
         return;
     }
-    let kept: Vec<Arc<Record>> = list.iter().filter(|r| !same_record(r, record)).cloned().collect();
+    let kept: Vec<Arc<Record>> = list
+        .iter()
+        .filter(|r| !same_record(r, record))
+        .cloned()
+        .collect();
     if kept.is_empty() {
         map.remove(&key);
     } else {
@@ -359,7 +370,10 @@ mod tests {
     }
 
     fn names(records: &[Arc<Record>]) -> Vec<String> {
-        records.iter().map(|r| format!("{}@{}", r.name, r.host)).collect()
+        records
+            .iter()
+            .map(|r| format!("{}@{}", r.name, r.host))
+            .collect()
     }
 
     #[test]
@@ -383,7 +397,13 @@ mod tests {
             "10.0.0.1",
             &[("app", "web")],
         ))]);
-        let s = s.apply([Change::Upsert(record("a", "1", "api-1", "10.0.0.9", &[("app", "api")]))]);
+        let s = s.apply([Change::Upsert(record(
+            "a",
+            "1",
+            "api-1",
+            "10.0.0.9",
+            &[("app", "api")],
+        ))]);
         assert!(s.lookup("web-1").is_empty());
         assert!(s.by_ip("10.0.0.1".parse().unwrap()).is_empty());
         assert!(s.select(&"app=web".parse().unwrap()).is_empty());
@@ -426,9 +446,27 @@ mod tests {
     #[test]
     fn select_combines_index_and_full_match() {
         let s = Snapshot::new().apply([
-            Change::Upsert(record("a", "1", "web-1", "10.0.0.1", &[("app", "web"), ("env", "prod")])),
-            Change::Upsert(record("a", "2", "web-2", "10.0.0.2", &[("app", "web"), ("env", "dev")])),
-            Change::Upsert(record("a", "3", "db-1", "10.0.0.3", &[("app", "db"), ("env", "prod")])),
+            Change::Upsert(record(
+                "a",
+                "1",
+                "web-1",
+                "10.0.0.1",
+                &[("app", "web"), ("env", "prod")],
+            )),
+            Change::Upsert(record(
+                "a",
+                "2",
+                "web-2",
+                "10.0.0.2",
+                &[("app", "web"), ("env", "dev")],
+            )),
+            Change::Upsert(record(
+                "a",
+                "3",
+                "db-1",
+                "10.0.0.3",
+                &[("app", "db"), ("env", "prod")],
+            )),
         ]);
         let select = |sel: &str| names(&s.select(&sel.parse().unwrap()));
         assert_eq!(select("app=web,env=prod"), ["web-1@a"]);

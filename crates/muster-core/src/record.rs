@@ -146,7 +146,9 @@ pub enum RecordError {
         limit: usize,
     },
     /// A label key or value is too large or the key is empty.
-    #[error("label {key:?}: keys must be 1 to {MAX_LABEL_BYTES} bytes and values at most {MAX_LABEL_BYTES}")]
+    #[error(
+        "label {key:?}: keys must be 1 to {MAX_LABEL_BYTES} bytes and values at most {MAX_LABEL_BYTES}"
+    )]
     BadLabel {
         /// The label key.
         key: String,
@@ -341,17 +343,26 @@ mod tests {
 
         let mut bad_name = ok.clone();
         bad_name.name = "web_1".into();
-        assert!(matches!(bad_name.validate(), Err(RecordError::BadName { .. })));
+        assert!(matches!(
+            bad_name.validate(),
+            Err(RecordError::BadName { .. })
+        ));
 
         let mut bad_alias = ok.clone();
         bad_alias.aliases.push("-x".into());
-        assert!(matches!(bad_alias.validate(), Err(RecordError::BadName { .. })));
+        assert!(matches!(
+            bad_alias.validate(),
+            Err(RecordError::BadName { .. })
+        ));
 
         let mut many_labels = ok.clone();
         for i in 0..=MAX_LABELS {
             many_labels.labels.insert(format!("k{i}"), "v".into());
         }
-        assert!(matches!(many_labels.validate(), Err(RecordError::TooMany { what: "labels", .. })));
+        assert!(matches!(
+            many_labels.validate(),
+            Err(RecordError::TooMany { what: "labels", .. })
+        ));
 
         let mut empty_id = ok.clone();
         empty_id.id.clear();

@@ -170,7 +170,10 @@ impl<'a> Parser<'a> {
     fn eat(&mut self, s: &str) -> bool {
         let n = s.chars().count();
         let matches = self.chars.len() >= self.pos + n
-            && self.chars[self.pos..self.pos + n].iter().copied().eq(s.chars());
+            && self.chars[self.pos..self.pos + n]
+                .iter()
+                .copied()
+                .eq(s.chars());
         if matches {
             self.pos += n;
         }
@@ -319,7 +322,10 @@ mod tests {
         check("env notin (dev)", "env notin (dev)");
         check("canary", "canary");
         check("!canary", "!canary");
-        check("app=web,env in (prod,staging),!canary", "app=web,env in (prod,staging),!canary");
+        check(
+            "app=web,env in (prod,staging),!canary",
+            "app=web,env in (prod,staging),!canary",
+        );
         check("example.com/team=ops", "example.com/team=ops");
         check("inner=1,index", "inner=1,index");
         check("app=", "app=");

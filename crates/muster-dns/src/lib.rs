@@ -23,7 +23,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -127,7 +127,13 @@ impl Handler {
     }
 
     /// Works out the answer to one in-zone question.
-    fn resolve(&self, snapshot: &Snapshot, owner: &Name, labels: &[String], qtype: RecordType) -> Answer {
+    fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        owner: &Name,
+        labels: &[String],
+        qtype: RecordType,
+    ) -> Answer {
         let address = |ip: IpAddr| -> Option<Record> {
             let rdata = match (ip, qtype) {
                 (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => RData::A(A(v4)),
@@ -161,7 +167,11 @@ impl Handler {
                 Answer::Records(ips.into_iter().filter_map(address).collect())
             }
             [host, label] if label == HOST_LABEL => {
-                match snapshot.members().iter().find(|m| m.name.eq_ignore_ascii_case(host)) {
+                match snapshot
+                    .members()
+                    .iter()
+                    .find(|m| m.name.eq_ignore_ascii_case(host))
+                {
                     Some(m) => Answer::Records(address(m.gossip_addr.ip()).into_iter().collect()),
                     None => Answer::NxDomain,
                 }
@@ -309,21 +319,25 @@ impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a free port, the same for
     /// both) and starts answering.
     pub async fn bind(addr: SocketAddr, handler: Handler) -> Result<DnsServer, DnsError> {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
-            addr,
-            proto: "udp",
-            source,
-        })?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                proto: "udp",
+                source,
+            })?;
         let addr = udp.local_addr().map_err(|source| DnsError::Bind {
             addr,
             proto: "udp",
             source,
         })?;
-        let tcp = TcpListener::bind(addr).await.map_err(|source| DnsError::Bind {
-            addr,
-            proto: "tcp",
-            source,
-        })?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                proto: "tcp",
+                source,
+            })?;
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, TCP_TIMEOUT, 64 * 1024);

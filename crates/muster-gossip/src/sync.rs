@@ -36,6 +36,8 @@ struct Tracked {
     visible: bool,
     /// When the failure detector was first seen calling it dead.
     dead_since: Option<Instant>,
+    /// Whether this generation has been alive since we first saw it.
+    ever_alive: bool,
     /// Records it publishes (live keys with the record prefix).
     records: usize,
     meta: BTreeMap<String, String>,
@@ -98,7 +100,11 @@ pub(crate) async fn run(
         let current = directory.load();
         let next = current.apply(changes);
         if next.revision() != current.revision() {
-            debug!(revision = next.revision(), records = next.len(), "directory updated");
+            debug!(
+                revision = next.revision(),
+                records = next.len(),
+                "directory updated"
+            );
             directory.store(Arc::new(next));
         }
     }
@@ -157,6 +163,7 @@ fn look(
                 // heartbeat. Start its grace now so that it is served at
                 // once, and hidden only if it stays silent.
                 dead_since: (!alive).then_some(now),
+                ever_alive: false,
                 records: 0,
                 meta: BTreeMap::new(),
             }
@@ -166,10 +173,11 @@ fn look(
             info!(host = %name, generation = id.generation_id, "host restarted with a new generation");
             t.id = id.clone();
             t.dead_since = (!alive).then_some(now);
+            t.ever_alive = false;
         }
         match (alive, t.dead_since) {
             (true, Some(_)) => {
-                if t.visible && t.seen_version > 0 {
+                if t.ever_alive {
                     info!(host = %name, "host is alive again");
                 }
                 t.dead_since = None;
@@ -180,7 +188,10 @@ fn look(
             }
             _ => {}
         }
-        let visible = t.dead_since.is_none_or(|since| now.duration_since(since) < dead_grace);
+        t.ever_alive |= alive;
+        let visible = t
+            .dead_since
+            .is_none_or(|since| now.duration_since(since) < dead_grace);
         let version_moved = state.max_version() != t.seen_version;
         if version_moved || restarted {
             let (records, meta) = summarize(state);
@@ -195,14 +206,21 @@ fn look(
         } else if !t.visible || restarted || needs_full_copy(state, t.seen_version) {
             copied.push((name.to_owned(), Copied::Full(all_records(state))));
         } else if version_moved {
-            copied.push((name.to_owned(), Copied::Delta(changed_records(state, t.seen_version))));
+            copied.push((
+                name.to_owned(),
+                Copied::Delta(changed_records(state, t.seen_version)),
+            ));
         }
         t.visible = visible;
         t.seen_version = state.max_version();
         members.push(Member {
             name: name.to_owned(),
             gossip_addr: id.gossip_advertise_addr,
-            liveness: if alive { Liveness::Alive } else { Liveness::Dead },
+            liveness: match (alive, t.ever_alive) {
+                (true, _) => Liveness::Alive,
+                (false, false) if visible => Liveness::Joining,
+                (false, _) => Liveness::Dead,
+            },
             generation: id.generation_id,
             records: t.records,
             visible,

@@ -225,6 +225,7 @@ impl From<&core::Member> for v1::Member {
             liveness: match m.liveness {
                 core::Liveness::Alive => v1::Liveness::Alive,
                 core::Liveness::Dead => v1::Liveness::Dead,
+                core::Liveness::Joining => v1::Liveness::Joining,
             } as i32,
             generation: m.generation,
             records: m.records as u64,
@@ -268,17 +269,26 @@ mod tests {
             }],
             ..good.clone()
         };
-        assert!(matches!(core::Record::try_from(bad_ip), Err(WireError::BadIp { .. })));
+        assert!(matches!(
+            core::Record::try_from(bad_ip),
+            Err(WireError::BadIp { .. })
+        ));
         let bad_name = v1::Record {
             name: "no_underscores".into(),
             ..good.clone()
         };
-        assert!(matches!(core::Record::try_from(bad_name), Err(WireError::Invalid(_))));
+        assert!(matches!(
+            core::Record::try_from(bad_name),
+            Err(WireError::Invalid(_))
+        ));
         let bad_state = v1::Record {
             state: 99,
             ..good.clone()
         };
-        assert!(matches!(core::Record::try_from(bad_state), Err(WireError::UnknownEnum { .. })));
+        assert!(matches!(
+            core::Record::try_from(bad_state),
+            Err(WireError::UnknownEnum { .. })
+        ));
         let bad_port = v1::Record {
             ports: vec![v1::Port {
                 port: 70_000,
@@ -287,7 +297,10 @@ mod tests {
             }],
             ..good
         };
-        assert!(matches!(core::Record::try_from(bad_port), Err(WireError::BadPort { .. })));
+        assert!(matches!(
+            core::Record::try_from(bad_port),
+            Err(WireError::BadPort { .. })
+        ));
         assert!(v1::Record::decode(&b"\xff\xff\xff"[..]).is_err());
     }
 }

@@ -153,7 +153,9 @@ fn to_record(raw: &RawRecord) -> Result<Record, String> {
         });
     }
     for p in &raw.ports {
-        record.ports.push(p.parse::<Port>().map_err(|e| e.to_string())?);
+        record
+            .ports
+            .push(p.parse::<Port>().map_err(|e| e.to_string())?);
     }
     if let Some(state) = &raw.state {
         record.state = parse_state(state)?;
@@ -172,7 +174,11 @@ fn parse_state(s: &str) -> Result<State, String> {
         "restarting" => State::Restarting,
         "paused" => State::Paused,
         "exited" => State::Exited,
-        _ => return Err(format!("state {s:?} is not one of created, running, restarting, paused, exited")),
+        _ => {
+            return Err(format!(
+                "state {s:?} is not one of created, running, restarting, paused, exited"
+            ));
+        }
     })
 }
 
@@ -182,7 +188,11 @@ fn parse_health(s: &str) -> Result<Health, String> {
         "starting" => Health::Starting,
         "healthy" => Health::Healthy,
         "unhealthy" => Health::Unhealthy,
-        _ => return Err(format!("health {s:?} is not one of none, starting, healthy, unhealthy")),
+        _ => {
+            return Err(format!(
+                "health {s:?} is not one of none, starting, healthy, unhealthy"
+            ));
+        }
     })
 }
 
@@ -195,7 +205,9 @@ pub struct StaticFileSource {
 
 impl fmt::Debug for StaticFileSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticFileSource").field("path", &self.path).finish()
+        f.debug_struct("StaticFileSource")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -224,7 +236,9 @@ impl StaticFileSource {
                         return;
                     }
                 }
-                Err(e) => error!(error = %e, "static records not reloaded; keeping the last good set"),
+                Err(e) => {
+                    error!(error = %e, "static records not reloaded; keeping the last good set")
+                }
             }
         }
     }
@@ -278,12 +292,20 @@ ports = ["8080/tcp"]
         assert!(unknown.starts_with("records.toml:3:"), "{unknown}");
         assert!(unknown.contains("adresses"), "{unknown}");
 
-        let bad_ip = error_of("[[record]]\nname = \"a\"\n\n[[record]]\nname = \"b\"\naddresses = [\"10.0.0.300\"]\n");
-        assert!(bad_ip.starts_with("records.toml:4: record \"b\""), "{bad_ip}");
+        let bad_ip = error_of(
+            "[[record]]\nname = \"a\"\n\n[[record]]\nname = \"b\"\naddresses = [\"10.0.0.300\"]\n",
+        );
+        assert!(
+            bad_ip.starts_with("records.toml:4: record \"b\""),
+            "{bad_ip}"
+        );
         assert!(bad_ip.contains("10.0.0.300"), "{bad_ip}");
 
         let bad_name = error_of("[[record]]\nname = \"web_1\"\n");
-        assert!(bad_name.starts_with("records.toml:1: record \"web_1\""), "{bad_name}");
+        assert!(
+            bad_name.starts_with("records.toml:1: record \"web_1\""),
+            "{bad_name}"
+        );
 
         let duplicate = error_of("[[record]]\nname = \"a\"\n[[record]]\nname = \"a\"\n");
         assert!(duplicate.contains("line 1"), "{duplicate}");

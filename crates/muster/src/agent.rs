@@ -78,7 +78,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         DirectoryService::new(directory.clone()),
         stopped(stop_rx.clone()),
     ));
-    let (http_addr, http) = serve_http(config.http_addr, directory.clone(), stopped(stop_rx.clone())).await?;
+    let (http_addr, http) = serve_http(
+        config.http_addr,
+        directory.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     let http_task = tokio::spawn(http);
 
     let (updates_tx, updates_rx) = mpsc::channel::<SourceUpdate>(64);
@@ -96,7 +101,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         tokio::spawn(StaticFileSource::new(path.clone(), reload.clone()).run(updates_tx.clone()));
     }
     if config.docker {
-        warn!("Docker discovery is not built yet; serving static records only (pass --no-docker to silence this)");
+        warn!(
+            "Docker discovery is not built yet; serving static records only (pass --no-docker to silence this)"
+        );
     }
 
     info!(

@@ -25,7 +25,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// gRPC address of the agent to ask
-    #[arg(long, env = "MUSTER_ADDR", default_value = "127.0.0.1:8700", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "MUSTER_ADDR",
+        default_value = "127.0.0.1:8700",
+        value_name = "HOST:PORT"
+    )]
     pub addr: String,
 
     /// Output format
@@ -78,8 +83,15 @@ async fn connect(addr: &str) -> Result<DirectoryClient<Channel>, ClientError> {
 fn call_error(addr: &str, status: tonic::Status) -> ClientError {
     match status.code() {
         Code::InvalidArgument => ClientError(status.message().to_owned()),
-        Code::Unavailable => ClientError(format!("muster agent at {addr} is unavailable: {}", status.message())),
-        _ => ClientError(format!("muster agent at {addr}: {}: {}", status.code(), status.message())),
+        Code::Unavailable => ClientError(format!(
+            "muster agent at {addr} is unavailable: {}",
+            status.message()
+        )),
+        _ => ClientError(format!(
+            "muster agent at {addr}: {}: {}",
+            status.code(),
+            status.message()
+        )),
     }
 }
 
@@ -145,8 +157,11 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
         })?,
         Output::Table => {
             let mut t = table();
-            writeln!(t, "NAME\tSTATE\tGOSSIP ADDRESS\tGENERATION\tRECORDS\tVERSION\tGRPC")
-                .map_err(io_error)?;
+            writeln!(
+                t,
+                "NAME\tSTATE\tGOSSIP ADDRESS\tGENERATION\tRECORDS\tVERSION\tGRPC"
+            )
+            .map_err(io_error)?;
             for m in &members {
                 writeln!(
                     t,
@@ -209,8 +224,10 @@ impl<'a> From<&'a v1::Record> for RecordJson<'a> {
             health: health_name(r.health()),
             image: &r.image,
             started_at: (r.started_at > 0).then(|| {
-                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.started_at as u64))
-                    .to_string()
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_secs(r.started_at as u64),
+                )
+                .to_string()
             }),
             addresses: r.addresses.iter().map(|a| a.ip.as_str()).collect(),
             networks,
@@ -236,7 +253,7 @@ struct MembersJson {
 struct MemberJson {
     name: String,
     gossip_addr: String,
-    /// `alive` or `dead`.
+    /// `alive`, `joining` or `dead`.
     state: &'static str,
     generation: u64,
     records: u64,
@@ -253,6 +270,7 @@ impl From<&v1::Member> for MemberJson {
             state: match m.liveness() {
                 v1::Liveness::Alive => "alive",
                 v1::Liveness::Dead => "dead",
+                v1::Liveness::Joining => "joining",
             },
             generation: m.generation,
             records: m.records,
@@ -322,11 +340,13 @@ fn print_records(records: &[v1::Record], revision: u64, output: Output) -> Resul
                 return Ok(());
             }
             let mut t = table();
-            writeln!(t, "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED").map_err(io_error)?;
+            writeln!(t, "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED")
+                .map_err(io_error)?;
             for r in records {
                 let addresses: Vec<&str> = r.addresses.iter().map(|a| a.ip.as_str()).collect();
                 let ports: Vec<String> = r.ports.iter().map(port_text).collect();
-                let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let labels: Vec<String> =
+                    r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
                 writeln!(
                     t,

@@ -28,7 +28,8 @@ impl FromStr for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
     }
 }
 
@@ -61,7 +62,12 @@ pub struct AgentArgs {
 
     /// Gossip address of an agent to join through; repeat or comma-separate for several.
     /// Example: --join 10.0.0.2:7946 --join 10.0.0.3:7946
-    #[arg(long, env = "MUSTER_JOIN", value_name = "HOST:PORT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MUSTER_JOIN",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
     pub join: Option<Vec<String>>,
 
     /// UDP and TCP address of the DNS server [default: 127.0.0.1:8600]
@@ -141,7 +147,10 @@ fn read_file(path: &Path) -> anyhow::Result<AgentArgs> {
 /// The host name's first label, lower-cased: a default node name.
 fn default_node_name() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    host.split('.').next().unwrap_or("muster").to_ascii_lowercase()
+    host.split('.')
+        .next()
+        .unwrap_or("muster")
+        .to_ascii_lowercase()
 }
 
 impl AgentArgs {
@@ -157,7 +166,10 @@ impl AgentArgs {
                 self.$field.or(file.$field).unwrap_or_else(|| $default)
             };
         }
-        let gossip_addr = pick!(gossip_addr, "127.0.0.1:7946".parse().expect("valid literal"));
+        let gossip_addr = pick!(
+            gossip_addr,
+            "127.0.0.1:7946".parse().expect("valid literal")
+        );
         let config = AgentConfig {
             node_name: pick!(node_name, default_node_name()),
             cluster_id: pick!(cluster_id, "muster".to_owned()),
@@ -199,7 +211,9 @@ impl AgentConfig {
                 self.advertise_addr
             );
         }
-        if self.gossip_interval < Duration::from_millis(10) || self.gossip_interval > Duration::from_secs(60) {
+        if self.gossip_interval < Duration::from_millis(10)
+            || self.gossip_interval > Duration::from_secs(60)
+        {
             bail!("gossip interval must be between 10ms and 60s");
         }
         if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
@@ -221,7 +235,9 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
-        let file = write("zone = \"corp\"\nnode-name = \"from-file\"\ndead-grace = \"9s\"\njoin = [\"10.0.0.1:7946\"]\n");
+        let file = write(
+            "zone = \"corp\"\nnode-name = \"from-file\"\ndead-grace = \"9s\"\njoin = [\"10.0.0.1:7946\"]\n",
+        );
         let args = AgentArgs {
             config: Some(file.path().to_owned()),
             node_name: Some("from-flag".into()),
@@ -265,5 +281,35 @@ mod tests {
         ] {
             assert!(args.resolve().is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod shipped_examples {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_deploy_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/muster.toml"
+        ));
+        let args = AgentArgs {
+            config: Some(path.to_owned()),
+            ..AgentArgs::default()
+        };
+        let config = args.resolve().expect("deploy/muster.toml");
+        assert_eq!(config.node_name, "host-a");
+        assert_eq!(config.join.len(), 2);
+    }
+
+    #[test]
+    fn the_example_records_in_deploy_are_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/records.example.toml"
+        ));
+        let records = muster_sources::static_file::load(path).expect("deploy/records.example.toml");
+        assert_eq!(records.len(), 2);
     }
 }

@@ -61,7 +61,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("muster: cannot start the runtime: {e}");
@@ -71,7 +74,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent(args) => {
             init_logging();
-            let result = args.resolve().and_then(|config| runtime.block_on(agent::run(config)));
+            let result = args
+                .resolve()
+                .and_then(|config| runtime.block_on(agent::run(config)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -81,8 +86,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Lookup { name, client } => finish(runtime.block_on(client::lookup(&name, &client))),
-        Command::Ls { selector, client } => finish(runtime.block_on(client::list(&selector, &client))),
+        Command::Lookup { name, client } => {
+            finish(runtime.block_on(client::lookup(&name, &client)))
+        }
+        Command::Ls { selector, client } => {
+            finish(runtime.block_on(client::list(&selector, &client)))
+        }
         Command::Members { client } => finish(runtime.block_on(client::members(&client))),
     }
 }
