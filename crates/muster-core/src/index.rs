@@ -361,6 +361,7 @@ mod tests {
         r.addresses.push(Address {
             network: "static".into(),
             ip: ip.parse().expect("test ip"),
+            local: false,
         });
         r.labels = labels
             .iter()

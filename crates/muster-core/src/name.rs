@@ -66,6 +66,33 @@ pub fn validate_dns_label(label: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Maps an arbitrary container name to a DNS label, the way muster
+/// publishes Docker containers: ASCII letters are lower-cased, `_`, `.` and
+/// spaces become `-`, other characters are dropped, runs of `-` collapse to
+/// one, `-` is trimmed from both ends, and the result is cut to 63 bytes.
+/// Returns `None` when nothing valid is left (the caller then falls back to
+/// another name, e.g. the container's short id).
+pub fn dns_label_from(name: &str) -> Option<String> {
+    let mut label = String::with_capacity(name.len());
+    for c in name.chars() {
+        let mapped = match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            '_' | '.' | ' ' | '-' => '-',
+            _ => continue,
+        };
+        if mapped == '-' && (label.is_empty() || label.ends_with('-')) {
+            continue;
+        }
+        label.push(mapped);
+    }
+    label.truncate(63);
+    while label.ends_with('-') {
+        label.pop();
+    }
+    (!label.is_empty()).then_some(label)
+}
+
 /// Checks that `name` is a dotted DNS name of RFC 1123 labels (a zone, for
 /// example). A single trailing dot is allowed.
 pub fn validate_dns_name(name: &str) -> Result<(), NameError> {
@@ -98,6 +125,29 @@ mod tests {
         check("web_1", false);
         check("web.1", false);
         check("wéb", false);
+    }
+
+    #[test]
+    fn container_names_map_to_dns_labels() {
+        for (docker, label) in [
+            ("web-1", Some("web-1")),
+            ("Web_1", Some("web-1")),
+            ("billing.batch_job", Some("billing-batch-job")),
+            ("__weird__name__", Some("weird-name")),
+            ("caf\u{e9}-1", Some("caf-1")),
+            ("___", None),
+            ("\u{1f980}", None),
+        ] {
+            assert_eq!(dns_label_from(docker).as_deref(), label, "{docker:?}");
+        }
+        let long = "a".repeat(62) + "_b";
+        let mapped = dns_label_from(&long).unwrap();
+        assert_eq!(
+            mapped,
+            "a".repeat(62),
+            "a trailing '-' left by the cut is trimmed"
+        );
+        assert!(validate_dns_label(&mapped).is_ok());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Record {
     pub image: String,
     /// Start time in seconds since the Unix epoch, when known.
     pub started_at: Option<i64>,
+    /// When it last exited, in seconds since the Unix epoch, when known.
+    pub finished_at: Option<i64>,
     /// Addresses, each on a named network.
     pub addresses: Vec<Address>,
     /// Ports the record serves on.
@@ -54,10 +56,13 @@ pub struct Record {
 /// An IP address on a named network.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
-    /// Network name (a Docker network, or `static`).
+    /// Network name (a Docker network, `host`, or `static`).
     pub network: String,
     /// The address.
     pub ip: IpAddr,
+    /// Reachable only on the record's own host (a bridge network, say):
+    /// kept in the record for information, never answered in DNS.
+    pub local: bool,
 }
 
 /// A port a record serves on.
@@ -167,6 +172,7 @@ impl Record {
             health: Health::None,
             image: String::new(),
             started_at: None,
+            finished_at: None,
             addresses: Vec::new(),
             ports: Vec::new(),
             labels: BTreeMap::new(),
@@ -216,6 +222,12 @@ impl Record {
     /// resolve.
     pub fn is_resolvable(&self) -> bool {
         matches!(self.state, State::Running)
+    }
+
+    /// The addresses DNS answers with: every address that is not local to
+    /// the record's host.
+    pub fn routable_addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        self.addresses.iter().filter(|a| !a.local).map(|a| a.ip)
     }
 }
 

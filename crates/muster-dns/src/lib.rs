@@ -160,7 +160,7 @@ impl Handler {
                 }
                 let mut ips: Vec<IpAddr> = running
                     .iter()
-                    .flat_map(|r| r.addresses.iter().map(|a| a.ip))
+                    .flat_map(|r| r.routable_addresses())
                     .collect();
                 ips.sort();
                 ips.dedup();

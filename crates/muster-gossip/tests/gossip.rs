@@ -41,6 +41,7 @@ fn record(id: &str, ip: &str) -> Record {
     r.addresses.push(Address {
         network: "static".into(),
         ip: ip.parse().unwrap(),
+        local: false,
     });
     r
 }

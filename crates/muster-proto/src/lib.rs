@@ -68,12 +68,14 @@ impl From<&core::Record> for v1::Record {
             health: health_to_wire(r.health) as i32,
             image: r.image.clone(),
             started_at: r.started_at.unwrap_or(0),
+            finished_at: r.finished_at.unwrap_or(0),
             addresses: r
                 .addresses
                 .iter()
                 .map(|a| v1::Address {
                     network: a.network.clone(),
                     ip: a.ip.to_string(),
+                    local: a.local,
                 })
                 .collect(),
             ports: r
@@ -132,6 +134,7 @@ impl TryFrom<v1::Record> for core::Record {
             addresses.push(core::Address {
                 network: a.network,
                 ip,
+                local: a.local,
             });
         }
         let mut ports = Vec::with_capacity(w.ports.len());
@@ -162,6 +165,7 @@ impl TryFrom<v1::Record> for core::Record {
             health,
             image: w.image,
             started_at: (w.started_at != 0).then_some(w.started_at),
+            finished_at: (w.finished_at != 0).then_some(w.finished_at),
             addresses,
             ports,
             labels: w.labels,
@@ -251,6 +255,7 @@ mod tests {
         r.addresses.push(core::Address {
             network: "bridge".into(),
             ip: "fd00::5".parse().unwrap(),
+            local: true,
         });
         r.ports.push("80:8080/udp".parse().unwrap());
         r.labels.insert("app".into(), "web".into());
@@ -266,6 +271,7 @@ mod tests {
             addresses: vec![v1::Address {
                 network: "n".into(),
                 ip: "10.0.0.300".into(),
+                local: false,
             }],
             ..good.clone()
         };

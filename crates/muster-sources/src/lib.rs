@@ -7,11 +7,12 @@
 //! streams such as Docker's). The agent forwards them to gossip; sources
 //! know nothing of gossip, DNS or the index.
 //!
-//! Today: the static records file ([`static_file`]). Docker and
-//! self-registration report through the same channel.
+//! Sources: the static records file ([`static_file`]) and the local Docker
+//! engine ([`docker`]); self-registration reports through the same channel.
 
 #![warn(missing_docs)]
 
+pub mod docker;
 pub mod static_file;
 
 use muster_core::{Record, Source};
@@ -31,7 +32,7 @@ pub enum SourceUpdate {
         /// The reporting source.
         source: Source,
         /// The record.
-        record: Record,
+        record: Box<Record>,
     },
     /// One record withdrawn.
     Remove {

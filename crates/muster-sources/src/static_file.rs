@@ -150,6 +150,7 @@ fn to_record(raw: &RawRecord) -> Result<Record, String> {
         record.addresses.push(Address {
             network: STATIC_NETWORK.to_owned(),
             ip,
+            local: false,
         });
     }
     for p in &raw.ports {

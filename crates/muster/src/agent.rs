@@ -10,6 +10,7 @@ use muster_api::{DirectoryService, GrpcServer, serve_http};
 use muster_dns::{DnsConfig, DnsServer, Handler};
 use muster_gossip::{Gossip, GossipConfig, PublishReport, Publisher};
 use muster_sources::SourceUpdate;
+use muster_sources::docker::{DockerSource, DockerStatus};
 use muster_sources::static_file::{self, StaticFileSource};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, watch};
@@ -100,10 +101,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .context("publishing static records")?;
         tokio::spawn(StaticFileSource::new(path.clone(), reload.clone()).run(updates_tx.clone()));
     }
-    if config.docker {
-        warn!(
-            "Docker discovery is not built yet; serving static records only (pass --no-docker to silence this)"
-        );
+    let publisher = gossip.publisher();
+    match config.docker.clone() {
+        Some(docker) => {
+            let (source, mut status) = DockerSource::new(docker);
+            tokio::spawn(source.run(updates_tx.clone()));
+            // Members show each agent's Docker connection.
+            tokio::spawn(async move {
+                loop {
+                    let now = status.borrow_and_update().clone();
+                    publisher.set_meta("docker", &now.to_string()).await;
+                    let error = match &now {
+                        DockerStatus::Disconnected { error } => error.as_str(),
+                        _ => "",
+                    };
+                    publisher.set_meta("docker_error", error).await;
+                    if status.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        None => publisher.set_meta("docker", "disabled").await,
     }
 
     info!(
@@ -172,7 +191,7 @@ async fn forward(mut updates: mpsc::Receiver<SourceUpdate>, publisher: Publisher
                 );
             }
             SourceUpdate::Upsert { source, record } => {
-                if let Err(why) = publisher.upsert(source, record).await {
+                if let Err(why) = publisher.upsert(source, *record).await {
                     error!(source = source.as_str(), error = %why, "record not published");
                 }
             }

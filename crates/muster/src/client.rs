@@ -159,18 +159,19 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
             let mut t = table();
             writeln!(
                 t,
-                "NAME\tSTATE\tGOSSIP ADDRESS\tGENERATION\tRECORDS\tVERSION\tGRPC"
+                "NAME\tSTATE\tGOSSIP ADDRESS\tGENERATION\tRECORDS\tDOCKER\tVERSION\tGRPC"
             )
             .map_err(io_error)?;
             for m in &members {
                 writeln!(
                     t,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     m.name,
                     m.state,
                     m.gossip_addr,
                     m.generation,
                     m.records,
+                    m.meta.get("docker").map_or("-", String::as_str),
                     m.meta.get("version").map_or("-", String::as_str),
                     m.meta.get("grpc_addr").map_or("-", String::as_str),
                 )
@@ -200,10 +201,15 @@ struct RecordJson<'a> {
     image: &'a str,
     /// RFC 3339, or null when unknown.
     started_at: Option<String>,
-    /// Every address, in the order published.
+    /// When it last exited, RFC 3339, or null.
+    finished_at: Option<String>,
+    /// The addresses the name resolves to in DNS (those not local to the
+    /// record's host), in the order published.
     addresses: Vec<&'a str>,
-    /// The same addresses by network.
+    /// Every address by network, local ones included.
     networks: BTreeMap<&'a str, Vec<&'a str>>,
+    /// Networks whose addresses are local to the record's host.
+    local_networks: Vec<&'a str>,
     ports: Vec<String>,
     labels: &'a BTreeMap<String, String>,
     source: &'static str,
@@ -229,8 +235,29 @@ impl<'a> From<&'a v1::Record> for RecordJson<'a> {
                 )
                 .to_string()
             }),
-            addresses: r.addresses.iter().map(|a| a.ip.as_str()).collect(),
+            addresses: r
+                .addresses
+                .iter()
+                .filter(|a| !a.local)
+                .map(|a| a.ip.as_str())
+                .collect(),
             networks,
+            local_networks: {
+                let mut local: Vec<&str> = r
+                    .addresses
+                    .iter()
+                    .filter(|a| a.local)
+                    .map(|a| a.network.as_str())
+                    .collect();
+                local.dedup();
+                local
+            },
+            finished_at: (r.finished_at > 0).then(|| {
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_secs(r.finished_at as u64),
+                )
+                .to_string()
+            }),
             ports: r.ports.iter().map(port_text).collect(),
             labels: &r.labels,
             source: match r.source() {
@@ -343,7 +370,12 @@ fn print_records(records: &[v1::Record], revision: u64, output: Output) -> Resul
             writeln!(t, "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED")
                 .map_err(io_error)?;
             for r in records {
-                let addresses: Vec<&str> = r.addresses.iter().map(|a| a.ip.as_str()).collect();
+                let addresses: Vec<&str> = r
+                    .addresses
+                    .iter()
+                    .filter(|a| !a.local)
+                    .map(|a| a.ip.as_str())
+                    .collect();
                 let ports: Vec<String> = r.ports.iter().map(port_text).collect();
                 let labels: Vec<String> =
                     r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use muster_sources::docker::{DEFAULT_SOCKET, DockerConfig, LabelFilter};
 use serde::Deserialize;
 
 /// A duration written as humans do: `500ms`, `5s`, `2m`.
@@ -98,6 +99,31 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_docker: Option<bool>,
 
+    /// Docker engine socket [default: $DOCKER_HOST, else unix:///var/run/docker.sock]
+    #[arg(long, env = "MUSTER_DOCKER_HOST", value_name = "unix:///PATH")]
+    pub docker_host: Option<String>,
+
+    /// Publish only containers with this label; repeat to require several.
+    /// Example: --docker-filter label=tenant=billing --docker-filter label=muster.publish
+    #[arg(long, env = "MUSTER_DOCKER_FILTER", value_name = "label=KEY[=VALUE]")]
+    pub docker_filter: Option<Vec<String>>,
+
+    /// Docker network whose container IPs other hosts can reach (overlay,
+    /// macvlan, ipvlan, routed); repeat or comma-separate. Containers with no
+    /// IP on such a network resolve to this host's advertised address.
+    #[arg(
+        long,
+        env = "MUSTER_ROUTABLE_NETWORK",
+        value_name = "NETWORK",
+        value_delimiter = ','
+    )]
+    pub routable_network: Option<Vec<String>>,
+
+    /// How long an exited container stays listed in gRPC (it leaves DNS at
+    /// once) [default: 5m]
+    #[arg(long, env = "MUSTER_EXITED_RETENTION", value_name = "DURATION")]
+    pub exited_retention: Option<HumanDuration>,
+
     /// Time between gossip rounds [default: 1s]
     #[arg(long, env = "MUSTER_GOSSIP_INTERVAL", value_name = "DURATION")]
     pub gossip_interval: Option<HumanDuration>,
@@ -127,7 +153,7 @@ pub struct AgentConfig {
     pub zone: String,
     pub dns_ttl: u32,
     pub static_file: Option<PathBuf>,
-    pub docker: bool,
+    pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
     pub dead_grace: Duration,
     pub phi_threshold: f64,
@@ -182,11 +208,44 @@ impl AgentArgs {
             zone: pick!(zone, "muster".to_owned()),
             dns_ttl: pick!(dns_ttl, 5),
             static_file: self.static_file.or(file.static_file),
-            docker: !pick!(no_docker, false),
+            docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_secs(1))).0,
             dead_grace: pick!(dead_grace, HumanDuration(Duration::from_secs(5))).0,
             phi_threshold: pick!(phi_threshold, 8.0),
         };
+        let docker_off = self.no_docker.or(file.no_docker).unwrap_or(false);
+        let docker_host = self
+            .docker_host
+            .or(file.docker_host)
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
+        let filters = self
+            .docker_filter
+            .or(file.docker_filter)
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f.parse::<LabelFilter>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let routable = self
+            .routable_network
+            .or(file.routable_network)
+            .unwrap_or_default();
+        let retention = self.exited_retention.or(file.exited_retention);
+        let mut config = config;
+        if !docker_off {
+            if !(docker_host.starts_with("unix://") || docker_host.starts_with('/')) {
+                bail!(
+                    "docker host {docker_host:?}: only unix sockets are supported (unix:///path)"
+                );
+            }
+            config.docker = Some(DockerConfig {
+                host: docker_host,
+                filters,
+                routable_networks: routable.into_iter().collect(),
+                host_ip: config.advertise_addr.ip(),
+                exited_retention: retention.map_or(Duration::from_secs(300), |d| d.0),
+            });
+        }
         config.check()?;
         Ok(config)
     }
@@ -249,7 +308,7 @@ mod tests {
         assert_eq!(config.dead_grace, Duration::from_secs(9));
         assert_eq!(config.join, ["10.0.0.1:7946"]);
         assert_eq!(config.dns_addr.port(), 8600);
-        assert!(config.docker);
+        assert!(config.docker.is_some());
     }
 
     #[test]

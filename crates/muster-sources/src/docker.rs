@@ -1,0 +1,696 @@
+//! The Docker source: this host's containers, from the local Docker engine.
+//!
+//! A session subscribes to the engine's event stream first, then lists and
+//! inspects every container and reports the whole set
+//! ([`SourceUpdate::Replace`]); from then on each container event makes the
+//! source inspect that container again and report the result. Inspect is
+//! the single source of truth: an event only says *which* container to
+//! look at, so a missed or reordered event can never leave a wrong record.
+//! Events that arrive while a listing runs are queued and applied after it,
+//! so nothing that happens during a (re)connect is lost.
+//!
+//! When the engine or its socket goes away the session ends, the status
+//! turns [`DockerStatus::Disconnected`], and the source retries with capped
+//! exponential backoff; the records it published stay (the cluster keeps
+//! serving them) until the next successful listing replaces them, which
+//! publishes only the differences.
+//!
+//! Names: Docker's `/name` becomes a DNS label by [`dns_label_from`]
+//! (`Web_1` → `web-1`); a name with nothing left falls back to the short
+//! id. Network aliases become aliases (Compose puts the service name there).
+//!
+//! Addresses: a container's IP on a network the operator declares routable
+//! is answered in DNS; IPs on other networks (a bridge's 172.17.x is
+//! unreachable from other hosts) are kept in the record as `local`. A
+//! running container with no routable address resolves to the host's own
+//! address instead (network `host`), and its published ports go with the
+//! record for SRV.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, EventMessageTypeEnum,
+    HealthStatusEnum,
+};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use futures_util::{StreamExt, stream};
+use muster_core::{
+    Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,
+    Protocol, Record, Source, State, dns_label_from,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::SourceUpdate;
+
+/// The socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+/// Network name of the host address given to containers with no routable
+/// address.
+pub const HOST_NETWORK: &str = "host";
+/// Timeout of one Docker API call (the event stream excepted).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Containers inspected at once: the engine is shared with its real work.
+const INSPECT_CONCURRENCY: usize = 4;
+/// First and largest pause between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How the Docker source is set up.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The engine's socket, `unix:///path` or a plain path.
+    pub host: String,
+    /// Label filters; a container is published only if it matches all.
+    pub filters: Vec<LabelFilter>,
+    /// Networks whose container IPs are reachable from other hosts.
+    pub routable_networks: BTreeSet<String>,
+    /// This host's address, answered for containers with no routable IP.
+    pub host_ip: IpAddr,
+    /// How long an exited container stays listed (never in DNS).
+    pub exited_retention: Duration,
+}
+
+/// A `--docker-filter`: `label=KEY` (the label is present) or
+/// `label=KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelFilter {
+    key: String,
+    value: Option<String>,
+}
+
+/// A filter that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("docker filter {0:?}: expected label=KEY or label=KEY=VALUE")]
+pub struct FilterError(String);
+
+impl std::str::FromStr for LabelFilter {
+    type Err = FilterError;
+    fn from_str(s: &str) -> Result<LabelFilter, FilterError> {
+        let rest = s
+            .strip_prefix("label=")
+            .ok_or_else(|| FilterError(s.to_owned()))?;
+        let (key, value) = match rest.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (rest, None),
+        };
+        if key.is_empty() {
+            return Err(FilterError(s.to_owned()));
+        }
+        Ok(LabelFilter {
+            key: key.to_owned(),
+            value,
+        })
+    }
+}
+
+impl LabelFilter {
+    fn matches(&self, labels: &HashMap<String, String>) -> bool {
+        match (&self.value, labels.get(&self.key)) {
+            (None, found) => found.is_some(),
+            (Some(want), Some(have)) => want == have,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The filter in the engine's own syntax.
+    fn as_engine_filter(&self) -> String {
+        match &self.value {
+            Some(v) => format!("{}={v}", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// The connection state of the Docker source, for members and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerStatus {
+    /// Not connected yet.
+    Connecting,
+    /// Following the engine's events.
+    Connected {
+        /// The engine's API version.
+        api_version: String,
+    },
+    /// Lost or never reached; retrying.
+    Disconnected {
+        /// Why.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for DockerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DockerStatus::Connecting => f.write_str("connecting"),
+            DockerStatus::Connected { .. } => f.write_str("connected"),
+            DockerStatus::Disconnected { .. } => f.write_str("disconnected"),
+        }
+    }
+}
+
+/// Why a session with the engine ended.
+#[derive(Debug, Error)]
+enum SessionError {
+    #[error("cannot connect to {host}: {source}")]
+    Connect {
+        host: String,
+        source: bollard::errors::Error,
+    },
+    #[error("Docker API call {call} failed: {source}")]
+    Api {
+        call: &'static str,
+        source: bollard::errors::Error,
+    },
+    #[error("Docker API call {0} timed out")]
+    Timeout(&'static str),
+    #[error("the event stream ended")]
+    EventsEnded,
+    #[error("the agent is shutting down")]
+    Closed,
+}
+
+/// The Docker source task.
+pub struct DockerSource {
+    config: DockerConfig,
+    status: watch::Sender<DockerStatus>,
+}
+
+impl DockerSource {
+    /// A source with `config`, and a receiver of its connection status.
+    pub fn new(config: DockerConfig) -> (DockerSource, watch::Receiver<DockerStatus>) {
+        let (status, rx) = watch::channel(DockerStatus::Connecting);
+        (DockerSource { config, status }, rx)
+    }
+
+    /// Runs until the receiver of `updates` is dropped: connects, reports
+    /// the containers, follows events, and reconnects whenever the engine
+    /// goes away.
+    pub async fn run(self, updates: mpsc::Sender<SourceUpdate>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let mut session = Session {
+                config: &self.config,
+                status: &self.status,
+                updates: &updates,
+                known: HashMap::new(),
+                connected: false,
+            };
+            let outcome = tokio::select! {
+                outcome = session.run() => outcome,
+                _ = updates.closed() => return,
+            };
+            let error = match outcome {
+                Err(SessionError::Closed) => return,
+                Err(e) => e.to_string(),
+                Ok(()) => unreachable!("a session only ends with an error"),
+            };
+            if session.connected {
+                backoff = BACKOFF_MIN;
+            }
+            let was_connected = matches!(*self.status.borrow(), DockerStatus::Connected { .. });
+            if was_connected || *self.status.borrow() == DockerStatus::Connecting {
+                warn!(%error, retry_in = ?backoff, "Docker source disconnected; keeping the published containers and retrying");
+            } else {
+                debug!(%error, retry_in = ?backoff, "Docker still unreachable");
+            }
+            self.status
+                .send_replace(DockerStatus::Disconnected { error });
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = updates.closed() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// One connection to the engine, from connect to loss.
+struct Session<'a> {
+    config: &'a DockerConfig,
+    status: &'a watch::Sender<DockerStatus>,
+    updates: &'a mpsc::Sender<SourceUpdate>,
+    /// What this session has reported, by short id.
+    known: HashMap<String, Record>,
+    connected: bool,
+}
+
+async fn timed<T>(
+    call: &'static str,
+    f: impl Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(SessionError::Api { call, source }),
+        Err(_) => Err(SessionError::Timeout(call)),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Session<'_> {
+    async fn run(&mut self) -> Result<(), SessionError> {
+        let host = self.config.host.clone();
+        let docker =
+            Docker::connect_with_unix(&host, CALL_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+                .map_err(|source| SessionError::Connect {
+                    host: host.clone(),
+                    source,
+                })?;
+        let docker = timed("version", docker.negotiate_version()).await?;
+        let api_version = docker.client_version().to_string();
+
+        // Subscribe before listing, so nothing between the two is missed.
+        let mut events = Box::pin(docker.events(Some(EventsOptions {
+            filters: Some(HashMap::from([(
+                "type".to_owned(),
+                vec!["container".to_owned(), "network".to_owned()],
+            )])),
+            ..Default::default()
+        })));
+
+        let records = self.list_all(&docker).await?;
+        info!(host = %host, api_version = %api_version, containers = records.len(), "Docker source connected");
+        self.connected = true;
+        self.status
+            .send_replace(DockerStatus::Connected { api_version });
+        self.known = records.iter().map(|r| (r.id.clone(), r.clone())).collect();
+        self.send(SourceUpdate::Replace {
+            source: Source::Docker,
+            records,
+        })
+        .await?;
+
+        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let mut pending: HashSet<String> = HashSet::new();
+            tokio::select! {
+                event = events.next() => {
+                    self.note(event, &mut pending)?;
+                    // Take every event already waiting, so a burst is
+                    // handled as one batch with one inspect per container.
+                    while let Some(event) = futures_util::FutureExt::now_or_never(events.next()) {
+                        self.note(event, &mut pending)?;
+                    }
+                }
+                _ = expiry.tick() => {}
+            }
+            if !pending.is_empty() {
+                self.refresh(&docker, pending).await?;
+            }
+            self.expire().await?;
+        }
+    }
+
+    /// Adds the container an event is about to `pending`; an error or the
+    /// end of the stream ends the session.
+    fn note(
+        &self,
+        event: Option<Result<EventMessage, bollard::errors::Error>>,
+        pending: &mut HashSet<String>,
+    ) -> Result<(), SessionError> {
+        let event = match event {
+            None => return Err(SessionError::EventsEnded),
+            Some(Err(source)) => {
+                return Err(SessionError::Api {
+                    call: "events",
+                    source,
+                });
+            }
+            Some(Ok(e)) => e,
+        };
+        let action = event.action.as_deref().unwrap_or("");
+        let actor = event.actor.as_ref();
+        let attributes = actor.and_then(|a| a.attributes.as_ref());
+        let id = match event.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => {
+                // exec_*, attach, resize, top... change nothing we publish.
+                let relevant = matches!(
+                    action,
+                    "create"
+                        | "start"
+                        | "restart"
+                        | "die"
+                        | "stop"
+                        | "kill"
+                        | "destroy"
+                        | "rename"
+                        | "pause"
+                        | "unpause"
+                        | "update"
+                        | "oom"
+                ) || action.starts_with("health_status");
+                if !relevant {
+                    return Ok(());
+                }
+                actor.and_then(|a| a.id.clone())
+            }
+            Some(EventMessageTypeEnum::NETWORK) if matches!(action, "connect" | "disconnect") => {
+                attributes.and_then(|a| a.get("container").cloned())
+            }
+            _ => None,
+        };
+        if let Some(id) = id {
+            debug!(%action, id = %short_id(&id), "Docker event");
+            pending.insert(id);
+        }
+        Ok(())
+    }
+
+    async fn list_all(&self, docker: &Docker) -> Result<Vec<Record>, SessionError> {
+        let mut filters = HashMap::new();
+        if !self.config.filters.is_empty() {
+            filters.insert(
+                "label".to_owned(),
+                self.config
+                    .filters
+                    .iter()
+                    .map(LabelFilter::as_engine_filter)
+                    .collect(),
+            );
+        }
+        let summaries = timed(
+            "list containers",
+            docker.list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            })),
+        )
+        .await?;
+        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+        let inspected = self.inspect_many(docker, ids).await?;
+        Ok(inspected.into_iter().filter_map(|(_, r)| r).collect())
+    }
+
+    /// Inspects containers a few at a time; `None` for those that are gone
+    /// or not ours.
+    async fn inspect_many(
+        &self,
+        docker: &Docker,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<Vec<(String, Option<Record>)>, SessionError> {
+        let results: Vec<Result<(String, Option<Record>), SessionError>> = stream::iter(ids)
+            .map(|id| async move {
+                match tokio::time::timeout(CALL_TIMEOUT, docker.inspect_container(&id, None)).await
+                {
+                    Ok(Ok(c)) => Ok((short_id(&id).to_owned(), self.to_record(&c))),
+                    Ok(Err(e)) if is_not_found(&e) => Ok((short_id(&id).to_owned(), None)),
+                    Ok(Err(source)) => Err(SessionError::Api {
+                        call: "inspect container",
+                        source,
+                    }),
+                    Err(_) => Err(SessionError::Timeout("inspect container")),
+                }
+            })
+            .buffer_unordered(INSPECT_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Inspects the containers events named and reports what changed.
+    async fn refresh(&mut self, docker: &Docker, ids: HashSet<String>) -> Result<(), SessionError> {
+        for (id, record) in self.inspect_many(docker, ids).await? {
+            match record {
+                Some(record) => {
+                    if self.known.get(&id) != Some(&record) {
+                        self.known.insert(id, record.clone());
+                        self.send(SourceUpdate::Upsert {
+                            source: Source::Docker,
+                            record: Box::new(record),
+                        })
+                        .await?;
+                    }
+                }
+                None => {
+                    if self.known.remove(&id).is_some() {
+                        self.send(SourceUpdate::Remove {
+                            source: Source::Docker,
+                            id,
+                        })
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Withdraws exited containers once their retention has passed.
+    async fn expire(&mut self) -> Result<(), SessionError> {
+        let now = unix_now();
+        let expired: Vec<String> = self
+            .known
+            .values()
+            .filter(|r| self.expired(r, now))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in expired {
+            self.known.remove(&id);
+            self.send(SourceUpdate::Remove {
+                source: Source::Docker,
+                id,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn expired(&self, record: &Record, now: i64) -> bool {
+        record.state == State::Exited
+            && record
+                .finished_at
+                .is_none_or(|t| now - t >= self.config.exited_retention.as_secs() as i64)
+    }
+
+    async fn send(&self, update: SourceUpdate) -> Result<(), SessionError> {
+        self.updates
+            .send(update)
+            .await
+            .map_err(|_| SessionError::Closed)
+    }
+
+    /// The record for an inspected container, or `None` when the filters
+    /// exclude it or it exited longer ago than the retention.
+    fn to_record(&self, c: &ContainerInspectResponse) -> Option<Record> {
+        let full_id = c.id.as_deref()?;
+        let config = c.config.as_ref();
+        let labels = config.and_then(|c| c.labels.clone()).unwrap_or_default();
+        if !self.config.filters.iter().all(|f| f.matches(&labels)) {
+            return None;
+        }
+        let id = short_id(full_id).to_owned();
+        let raw_name = c.name.as_deref().unwrap_or("");
+        let mut record = Record::new(id.clone(), published_name(raw_name, &id), Source::Docker);
+        let state = c.state.as_ref();
+        record.state = match state.and_then(|s| s.status) {
+            Some(ContainerStateStatusEnum::RUNNING) => State::Running,
+            Some(ContainerStateStatusEnum::PAUSED) => State::Paused,
+            Some(ContainerStateStatusEnum::RESTARTING) => State::Restarting,
+            Some(ContainerStateStatusEnum::CREATED) => State::Created,
+            _ => State::Exited,
+        };
+        record.health = match state.and_then(|s| s.health.as_ref()).and_then(|h| h.status) {
+            Some(HealthStatusEnum::STARTING) => Health::Starting,
+            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+            _ => Health::None,
+        };
+        record.started_at = state
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(parse_time);
+        record.finished_at = state
+            .and_then(|s| s.finished_at.as_deref())
+            .and_then(parse_time);
+        record.image = config.and_then(|c| c.image.clone()).unwrap_or_default();
+        record.labels = cap_labels(&id, labels);
+
+        let settings = c.network_settings.as_ref();
+        let mut aliases = BTreeSet::new();
+        for (network, endpoint) in settings
+            .and_then(|s| s.networks.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let local = !self.config.routable_networks.contains(network);
+            let ips = [
+                endpoint.ip_address.as_deref(),
+                endpoint.global_ipv6_address.as_deref(),
+            ];
+            for ip in ips
+                .into_iter()
+                .flatten()
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            {
+                record.addresses.push(Address {
+                    network: network.clone(),
+                    ip,
+                    local,
+                });
+            }
+            for alias in endpoint.aliases.iter().flatten() {
+                if full_id.starts_with(alias.as_str()) {
+                    continue; // Docker adds the short id as an alias.
+                }
+                if let Some(label) = dns_label_from(alias).filter(|l| *l != record.name) {
+                    aliases.insert(label);
+                }
+            }
+        }
+        record.addresses.sort();
+        record.addresses.truncate(MAX_ADDRESSES - 1);
+        if record.state == State::Running && record.addresses.iter().all(|a| a.local) {
+            record.addresses.push(Address {
+                network: HOST_NETWORK.to_owned(),
+                ip: self.config.host_ip,
+                local: false,
+            });
+        }
+        record.aliases = aliases.into_iter().take(MAX_ALIASES).collect();
+
+        let mut ports = BTreeSet::new();
+        for (spec, bindings) in settings
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let Some((port, protocol)) = parse_port_spec(spec) else {
+                continue;
+            };
+            let host_ports: Vec<u16> = bindings
+                .iter()
+                .flatten()
+                .filter_map(|b| b.host_port.as_deref()?.parse().ok())
+                .collect();
+            if host_ports.is_empty() {
+                ports.insert(Port {
+                    port,
+                    protocol,
+                    host_port: None,
+                });
+            }
+            for host_port in host_ports {
+                ports.insert(Port {
+                    port,
+                    protocol,
+                    host_port: Some(host_port),
+                });
+            }
+        }
+        record.ports = ports.into_iter().take(MAX_PORTS).collect();
+
+        if self.expired(&record, unix_now()) {
+            return None;
+        }
+        match record.validate() {
+            Ok(()) => Some(record),
+            Err(e) => {
+                warn!(container = %raw_name, error = %e, "container not published");
+                None
+            }
+        }
+    }
+}
+
+/// Docker's 12-character short id.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Docker's RFC 3339 times; the zero time (`0001-01-01T00:00:00Z`) and
+/// anything before 1970 mean "never".
+fn parse_time(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339(s).ok()?;
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    (secs > 0).then_some(secs)
+}
+
+/// `8080/tcp` → (8080, Tcp).
+fn parse_port_spec(spec: &str) -> Option<(u16, Protocol)> {
+    let (port, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        _ => return None,
+    };
+    Some((port.parse().ok().filter(|p| *p > 0)?, protocol))
+}
+
+/// Keeps the labels a record may carry: at most [`MAX_LABELS`], each key
+/// and value within [`MAX_LABEL_BYTES`]; logs what was dropped.
+fn cap_labels(id: &str, labels: HashMap<String, String>) -> BTreeMap<String, String> {
+    let total = labels.len();
+    let kept: BTreeMap<String, String> = labels
+        .into_iter()
+        .filter(|(k, v)| !k.is_empty() && k.len() <= MAX_LABEL_BYTES && v.len() <= MAX_LABEL_BYTES)
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .take(MAX_LABELS)
+        .collect();
+    if kept.len() < total {
+        debug!(container = %id, kept = kept.len(), total, "labels over the record limits were dropped");
+    }
+    kept
+}
+
+/// The DNS label a container is published under: its Docker name mapped
+/// by [`dns_label_from`], or its short id when nothing of the name is left.
+fn published_name(docker_name: &str, id: &str) -> String {
+    dns_label_from(docker_name.trim_start_matches('/')).unwrap_or_else(|| short_id(id).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_read_label_key_and_value() {
+        let f: LabelFilter = "label=muster.host=a".parse().unwrap();
+        assert_eq!(f.as_engine_filter(), "muster.host=a");
+        let present: LabelFilter = "label=tenant".parse().unwrap();
+        let labels = HashMap::from([("tenant".to_owned(), "x".to_owned())]);
+        assert!(present.matches(&labels));
+        assert!(!f.matches(&labels));
+        for bad in ["muster.host=a", "label=", "label==a"] {
+            assert!(bad.parse::<LabelFilter>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_times_and_ports_are_read() {
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(
+            parse_time("2026-11-25T04:42:24.568061123Z"),
+            Some(1_795_581_744)
+        );
+        assert_eq!(parse_port_spec("8080/tcp"), Some((8080, Protocol::Tcp)));
+        assert_eq!(parse_port_spec("53/udp"), Some((53, Protocol::Udp)));
+        assert_eq!(parse_port_spec("x/tcp"), None);
+    }
+
+    #[test]
+    fn unmappable_names_fall_back_to_the_short_id() {
+        assert_eq!(published_name("/Web_1", "0123456789abcdef"), "web-1");
+        assert_eq!(published_name("/___", "0123456789abcdef"), "0123456789ab");
+    }
+}
