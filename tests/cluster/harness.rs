@@ -64,6 +64,8 @@ pub struct AgentSpec {
     pub join: Vec<String>,
     pub static_records: Option<String>,
     pub gossip_interval: String,
+    /// `None`: `--no-docker`; `Some(args)`: watch Docker with these flags.
+    pub docker_args: Option<Vec<String>>,
     pub extra_args: Vec<String>,
 }
 
@@ -83,6 +85,7 @@ impl AgentSpec {
             join: Vec::new(),
             static_records: None,
             gossip_interval: "100ms".to_owned(),
+            docker_args: None,
             extra_args: Vec::new(),
         }
     }
@@ -93,6 +96,20 @@ impl AgentSpec {
 
     pub fn joining(mut self, seed: &AgentSpec) -> AgentSpec {
         self.join.push(seed.gossip_addr());
+        self
+    }
+
+    /// Watches the Docker engine, publishing only containers labelled
+    /// `muster.test.host=<host_label>`, with `more` flags.
+    pub fn with_docker(mut self, host_label: &str, more: &[&str]) -> AgentSpec {
+        let mut args = vec![
+            "--docker-filter".to_owned(),
+            format!("label=muster.test.host={host_label}"),
+            "--exited-retention".to_owned(),
+            "1h".to_owned(),
+        ];
+        args.extend(more.iter().map(|s| s.to_string()));
+        self.docker_args = Some(args);
         self
     }
 
@@ -110,13 +127,21 @@ impl AgentSpec {
             .args(["--dns-addr", &format!("{}:{DNS_PORT}", self.ip)])
             .args(["--grpc-addr", &format!("{}:{GRPC_PORT}", self.ip)])
             .args(["--http-addr", &format!("{}:{HTTP_PORT}", self.ip)])
-            .args(["--zone", "muster", "--no-docker"])
+            .args(["--zone", "muster"])
             .args([
                 "--gossip-interval",
                 &self.gossip_interval,
                 "--dead-grace",
                 "1s",
             ]);
+        match &self.docker_args {
+            None => {
+                cmd.arg("--no-docker");
+            }
+            Some(args) => {
+                cmd.args(args);
+            }
+        }
         for seed in &self.join {
             cmd.args(["--join", seed]);
         }

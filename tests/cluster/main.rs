@@ -5,4 +5,6 @@ mod harness;
 
 mod bad_input;
 mod directory;
+mod discovery;
+mod docker;
 mod lifecycle;
