@@ -153,9 +153,12 @@ async fn health_and_network_changes_are_followed() {
     let net = Network::create(&format!("net-{run}"));
     let (a, b) = two_hosts(&run, &["--routable-network", &net.name]).await;
     let name = format!("hc-{run}");
+    let service = format!("svc{run}");
+    let mut hc_labels = labels(&run, "a");
+    hc_labels.push(("muster.service", service.clone()));
     let c = run_container(
         &name,
-        &labels(&run, "a"),
+        &hc_labels,
         &[
             "--health-cmd",
             "test -e /tmp/healthy",
@@ -171,6 +174,19 @@ async fn health_and_network_changes_are_followed() {
             .filter(|r| r.health() == v1::Health::Unhealthy)
     })
     .await;
+    // Unhealthy members leave their service group's answers (NODATA),
+    // while the container's own name still resolves.
+    let group = format!("{service}.svc");
+    wait_resolves(&b, &name, &a.spec.ip).await;
+    let nodata = dnspython(
+        &b.spec.ip,
+        DNS_PORT,
+        &format!("{group}.muster."),
+        "A",
+        false,
+    );
+    assert_eq!(nodata["rcode"], "NOERROR", "{nodata}");
+    assert_eq!(nodata["answers"], serde_json::json!([]));
     c.exec(&["touch", "/tmp/healthy"]);
     eventually(Duration::from_secs(20), "healthy on b", || async {
         record(&b, &name)
@@ -178,6 +194,7 @@ async fn health_and_network_changes_are_followed() {
             .filter(|r| r.health() == v1::Health::Healthy)
     })
     .await;
+    wait_resolves(&b, &group, &a.spec.ip).await;
 
     // Connected to a routable network with an alias: the container IP on
     // that network is answered, and the alias resolves too.

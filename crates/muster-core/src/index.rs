@@ -95,6 +95,7 @@ pub struct Snapshot {
     hosts: HashMap<Arc<str>, OrdMap<Arc<str>, Arc<Record>>>,
     by_name: HashMap<Arc<str>, Arc<[Arc<Record>]>>,
     by_ip: HashMap<IpAddr, Arc<[Arc<Record>]>>,
+    by_service: HashMap<Arc<str>, Arc<[Arc<Record>]>>,
     by_label: HashMap<(Arc<str>, Arc<str>), OrdSet<RecordKey>>,
     members: Arc<[Member]>,
     len: usize,
@@ -148,6 +149,14 @@ impl Snapshot {
             self.by_name.get(name)
         };
         found.map_or(&[], |r| r)
+    }
+
+    /// Members of a service group (see [`Record::service`]), in any state;
+    /// empty when no record names the group.
+    pub fn service(&self, name: &str) -> &[Arc<Record>] {
+        self.by_service
+            .get(name.to_ascii_lowercase().as_str())
+            .map_or(&[], |r| r)
     }
 
     /// Records holding `ip` on any network.
@@ -273,6 +282,9 @@ impl Snapshot {
         for name in names {
             add_to_list(&mut self.by_name, name, &record);
         }
+        if let Some(service) = record.service() {
+            add_to_list(&mut self.by_service, Arc::from(service), &record);
+        }
         let mut ips: Vec<IpAddr> = record.addresses.iter().map(|a| a.ip).collect();
         ips.sort();
         ips.dedup();
@@ -300,6 +312,9 @@ impl Snapshot {
         self.len -= 1;
         for name in old.names() {
             remove_from_list(&mut self.by_name, name_key(name), &old);
+        }
+        if let Some(service) = old.service() {
+            remove_from_list(&mut self.by_service, Arc::from(service), &old);
         }
         for address in &old.addresses {
             remove_from_list(&mut self.by_ip, address.ip, &old);
@@ -428,6 +443,34 @@ mod tests {
         // The earlier snapshot is untouched: readers holding it see no change.
         assert_eq!(s.len(), 3);
         assert_eq!(names(s.lookup("web-1")), ["web-1@a"]);
+    }
+
+    #[test]
+    fn service_groups_follow_the_service_labels() {
+        let s = Snapshot::new().apply([
+            Change::Upsert(record(
+                "a",
+                "1",
+                "web-1",
+                "10.0.0.1",
+                &[("com.docker.compose.service", "web")],
+            )),
+            Change::Upsert(record(
+                "b",
+                "1",
+                "web-2",
+                "10.0.0.2",
+                &[("muster.service", "Web")],
+            )),
+            Change::Upsert(record("b", "2", "db-1", "10.0.0.3", &[("app", "web")])),
+        ]);
+        assert_eq!(names(s.service("web")), ["web-1@a", "web-2@b"]);
+        let s = s.apply([Change::Remove {
+            host: "a".into(),
+            id: "1".into(),
+        }]);
+        assert_eq!(names(s.service("WEB")), ["web-2@b"]);
+        assert!(s.service("db").is_empty());
     }
 
     #[test]

@@ -10,6 +10,9 @@ use thiserror::Error;
 
 use crate::name::{NameError, validate_dns_label};
 
+/// Labels that name a record's service group, in order of precedence.
+pub const SERVICE_LABELS: [&str; 2] = ["muster.service", "com.docker.compose.service"];
+
 /// Largest number of labels a record may carry.
 pub const MAX_LABELS: usize = 64;
 /// Largest size of one label key or value, in bytes.
@@ -222,6 +225,21 @@ impl Record {
     /// resolve.
     pub fn is_resolvable(&self) -> bool {
         matches!(self.state, State::Running)
+    }
+
+    /// The service group the record belongs to, as a DNS label: the
+    /// `muster.service` label, else Compose's `com.docker.compose.service`.
+    pub fn service(&self) -> Option<String> {
+        SERVICE_LABELS
+            .iter()
+            .find_map(|k| self.labels.get(*k))
+            .and_then(|s| crate::name::dns_label_from(s))
+    }
+
+    /// Whether the record answers for its service group: running and not
+    /// failing its health check.
+    pub fn serves(&self) -> bool {
+        self.is_resolvable() && self.health != Health::Unhealthy
     }
 
     /// The addresses DNS answers with: every address that is not local to

@@ -5,6 +5,9 @@
 //! - `<zone>`: SOA and NS.
 //! - `<name>.<zone>`: A and AAAA of every running record with that name or
 //!   alias, on every host.
+//! - `<service>.svc.<zone>`: A and AAAA of every running, not unhealthy
+//!   member of a service group (`muster.service` or
+//!   `com.docker.compose.service` label).
 //! - `<host>.host.<zone>`: A or AAAA of an agent's gossip address (the NS
 //!   target).
 //!
@@ -33,6 +36,8 @@ use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::warn;
 
+/// Label under the zone for service groups.
+pub const SERVICE_LABEL: &str = "svc";
 /// Label under the zone for agents' own names.
 pub const HOST_LABEL: &str = "host";
 /// UDP payload size muster advertises with EDNS0.
@@ -160,6 +165,22 @@ impl Handler {
                 }
                 let mut ips: Vec<IpAddr> = running
                     .iter()
+                    .flat_map(|r| r.routable_addresses())
+                    .collect();
+                ips.sort();
+                ips.dedup();
+                Answer::Records(ips.into_iter().filter_map(address).collect())
+            }
+            [service, label] if label == SERVICE_LABEL => {
+                let members = snapshot.service(service);
+                if members.is_empty() {
+                    return Answer::NxDomain;
+                }
+                // Only running members that are not failing their health
+                // check answer for the group.
+                let mut ips: Vec<IpAddr> = members
+                    .iter()
+                    .filter(|r| r.serves())
                     .flat_map(|r| r.routable_addresses())
                     .collect();
                 ips.sort();
