@@ -156,18 +156,7 @@ async fn health_and_network_changes_are_followed() {
     let service = format!("svc{run}");
     let mut hc_labels = labels(&run, "a");
     hc_labels.push(("muster.service", service.clone()));
-    let c = run_container(
-        &name,
-        &hc_labels,
-        &[
-            "--health-cmd",
-            "test -e /tmp/healthy",
-            "--health-interval",
-            "1s",
-            "--health-retries",
-            "1",
-        ],
-    );
+    let c = run_container(&name, &hc_labels, crate::docker::HEALTH_ARGS);
     eventually(Duration::from_secs(20), "unhealthy on b", || async {
         record(&b, &name)
             .await

@@ -163,13 +163,11 @@ impl Handler {
                 if running.is_empty() {
                     return Answer::NxDomain;
                 }
-                let mut ips: Vec<IpAddr> = running
-                    .iter()
-                    .flat_map(|r| r.routable_addresses())
-                    .collect();
-                ips.sort();
-                ips.dedup();
-                Answer::Records(ips.into_iter().filter_map(address).collect())
+                Answer::Records(
+                    addresses_of(running.into_iter())
+                        .filter_map(address)
+                        .collect(),
+                )
             }
             [service, label] if label == SERVICE_LABEL => {
                 let members = snapshot.service(service);
@@ -178,14 +176,8 @@ impl Handler {
                 }
                 // Only running members that are not failing their health
                 // check answer for the group.
-                let mut ips: Vec<IpAddr> = members
-                    .iter()
-                    .filter(|r| r.serves())
-                    .flat_map(|r| r.routable_addresses())
-                    .collect();
-                ips.sort();
-                ips.dedup();
-                Answer::Records(ips.into_iter().filter_map(address).collect())
+                let serving = members.iter().filter(|r| r.serves());
+                Answer::Records(addresses_of(serving).filter_map(address).collect())
             }
             [host, label] if label == HOST_LABEL => {
                 match snapshot
@@ -200,6 +192,16 @@ impl Handler {
             _ => Answer::NxDomain,
         }
     }
+}
+
+/// The distinct routable addresses of `records`, sorted.
+fn addresses_of<'a>(
+    records: impl Iterator<Item = &'a std::sync::Arc<muster_core::Record>>,
+) -> impl Iterator<Item = IpAddr> {
+    let mut ips: Vec<IpAddr> = records.flat_map(|r| r.routable_addresses()).collect();
+    ips.sort();
+    ips.dedup();
+    ips.into_iter()
 }
 
 enum Answer {

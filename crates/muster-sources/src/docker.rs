@@ -58,7 +58,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const INSPECT_CONCURRENCY: usize = 4;
 /// First and largest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How the Docker source is set up.
 #[derive(Debug, Clone)]
