@@ -375,3 +375,107 @@ async fn a_burst_of_200_containers_is_exact_within_10_seconds() {
     drop(started);
     drop(a);
 }
+
+/// A Compose project, taken down (containers and network) when dropped.
+struct ComposeProject {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl ComposeProject {
+    fn up(name: &str, yaml: &str) -> ComposeProject {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("docker-compose.yml"), yaml).expect("write compose file");
+        let project = ComposeProject {
+            dir,
+            name: name.to_owned(),
+        };
+        let out = project.compose(&["up", "-d"]);
+        assert!(
+            out.status.success(),
+            "docker-compose up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        project
+    }
+
+    fn compose(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("timeout")
+            .args(["120", "docker-compose", "--no-ansi", "-p", &self.name])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("docker-compose is installed")
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-t", "1"]);
+    }
+}
+
+#[tokio::test]
+async fn compose_services_resolve_as_groups_and_by_network_alias() {
+    require_docker();
+    let run = run_id();
+    let project = format!("mt{run}");
+    let network = format!("{project}_default");
+    let (_a, b) = two_hosts(&run, &["--routable-network", &network]).await;
+    let _compose = ComposeProject::up(
+        &project,
+        &format!(
+            r#"version: "2.4"
+services:
+  web:
+    image: {image}
+    command: ["/bin/sleep", "3600"]
+    scale: 2
+    labels:
+      muster.test: "1"
+      muster.test.host: "{run}-a"
+      muster.test.run: "{run}"
+networks:
+  default:
+    labels:
+      muster.test: "1"
+"#,
+            image = crate::docker::IMAGE
+        ),
+    );
+    let ips: BTreeSet<String> = ["1", "2"]
+        .iter()
+        .map(|i| {
+            crate::docker::docker_ok(&[
+                "inspect",
+                "-f",
+                &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+                &format!("{project}_web_{i}"),
+            ])
+        })
+        .collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    let answers = |name: &str| -> BTreeSet<String> {
+        dig(&b.spec.ip, DNS_PORT, &["+short", &format!("{name}.muster")])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Each replica by its own name (`mtX_web_1` maps to `mtx-web-1`)...
+    let first = format!("{project}-web-1").to_lowercase();
+    eventually(
+        Duration::from_secs(20),
+        "the first replica by name",
+        || async { (answers(&first).len() == 1).then_some(()) },
+    )
+    .await;
+    // ... the service group, and the network alias Compose gives both.
+    eventually(Duration::from_secs(20), "the service group", || async {
+        (answers("web.svc") == ips).then_some(())
+    })
+    .await;
+    assert_eq!(answers("web"), ips);
+    let r = record(&b, &first).await.expect("record");
+    assert_eq!(r.labels["com.docker.compose.service"], "web");
+    assert!(r.aliases.contains(&"web".to_owned()), "{r:?}");
+}
