@@ -229,3 +229,83 @@ async fn list_filters_by_equality_selectors_and_rejects_bad_ones() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().contains("column 9"), "{}", bad.message());
 }
+
+#[tokio::test]
+async fn dns_answers_per_host_names_txt_reverse_and_rotates_groups() {
+    let block = loopback_block();
+    let a_spec = AgentSpec::new(&block, 1, "a").with_records(
+        r#"
+[[record]]
+name = "web-1"
+addresses = ["10.0.0.5", "fd00::5"]
+labels = { "muster.service" = "web" }
+image = "registry.local/web:1"
+"#,
+    );
+    let a = Agent::start(a_spec.clone()).await;
+    let b = Agent::start(
+        AgentSpec::new(&block, 2, "b")
+            .with_records(
+                r#"
+[[record]]
+name = "web-1"
+addresses = ["10.0.1.5"]
+labels = { "muster.service" = "web" }
+"#,
+            )
+            .joining(&a_spec),
+    )
+    .await;
+    let ip = b.spec.ip.clone();
+    let short = |args: &[&str]| -> Vec<String> {
+        let mut lines: Vec<String> = dig(&ip, DNS_PORT, &[&["+short"], args].concat())
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    eventually(Duration::from_secs(10), "web-1 from both hosts", || async {
+        (short(&["web-1.muster"]) == ["10.0.0.5", "10.0.1.5"]).then_some(())
+    })
+    .await;
+
+    // A repeated name, disambiguated by host.
+    assert_eq!(short(&["web-1.a.muster"]), ["10.0.0.5"]);
+    assert_eq!(short(&["web-1.b.muster"]), ["10.0.1.5"]);
+    assert_eq!(short(&["web-1.a.muster", "AAAA"]), ["fd00::5"]);
+    let nx = dnspython(&ip, DNS_PORT, "web-1.c.muster.", "A", false);
+    assert_eq!(nx["rcode"], "NXDOMAIN");
+
+    // TXT facts.
+    let txt = short(&["web-1.a.muster", "TXT"]).join(" ");
+    for fact in [
+        "id=web-1",
+        "host=a",
+        "image=registry.local/web:1",
+        "state=running",
+        "health=none",
+    ] {
+        assert!(txt.contains(fact), "{fact} missing from {txt}");
+    }
+
+    // Reverse look-ups of record and agent addresses, IPv4 and IPv6.
+    assert_eq!(short(&["-x", "10.0.0.5"]), ["web-1.muster."]);
+    assert_eq!(short(&["-x", "fd00::5"]), ["web-1.muster."]);
+    assert_eq!(short(&["-x", &a.spec.ip]), ["a.host.muster."]);
+    let unknown = dnspython(&ip, DNS_PORT, "1.2.0.192.in-addr.arpa.", "PTR", false);
+    assert_eq!(unknown["rcode"], "REFUSED");
+
+    // The service group holds both, and its first answer rotates.
+    assert_eq!(short(&["web.svc.muster"]), ["10.0.0.5", "10.0.1.5"]);
+    let firsts: std::collections::BTreeSet<String> = (0..4)
+        .map(|_| {
+            dig(&ip, DNS_PORT, &["+short", "web.svc.muster"])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(firsts.len(), 2, "round robin: {firsts:?}");
+}

@@ -8,8 +8,12 @@
 //! - `<service>.svc.<zone>`: A and AAAA of every running, not unhealthy
 //!   member of a service group (`muster.service` or
 //!   `com.docker.compose.service` label).
+//! - `<name>.<host>.<zone>`: the same, for one host's records only.
+//! - TXT on `<name>[.<host>].<zone>`: id, host, image, state, health.
 //! - `<host>.host.<zone>`: A or AAAA of an agent's gossip address (the NS
 //!   target).
+//! - PTR under `in-addr.arpa` and `ip6.arpa` for every address in the
+//!   directory (records and agents); other reverse names are REFUSED.
 //!
 //! Unknown names inside the zone get NXDOMAIN, known names without the
 //! asked type get NODATA, both with the SOA in the authority section.
@@ -21,13 +25,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -88,6 +93,8 @@ pub struct Handler {
     apex: Name,
     ns: Name,
     hostmaster: Name,
+    /// Turns of the round robin over service group answers.
+    rotation: AtomicUsize,
 }
 
 impl Handler {
@@ -115,6 +122,7 @@ impl Handler {
             apex,
             ns,
             hostmaster,
+            rotation: AtomicUsize::new(0),
         })
     }
 
@@ -147,6 +155,22 @@ impl Handler {
             };
             Some(Record::from_rdata(owner.clone(), self.ttl, rdata))
         };
+        // A and AAAA (or TXT) of the running records among `records`;
+        // NXDOMAIN when none runs.
+        let named = |records: Vec<&Arc<muster_core::Record>>| -> Answer {
+            let running: Vec<_> = records.into_iter().filter(|r| r.is_resolvable()).collect();
+            if running.is_empty() {
+                return Answer::NxDomain;
+            }
+            if qtype == RecordType::TXT {
+                return Answer::Records(running.iter().map(|r| self.txt(owner, r)).collect());
+            }
+            Answer::Records(
+                addresses_of(running.into_iter())
+                    .filter_map(address)
+                    .collect(),
+            )
+        };
         match labels {
             [] => match qtype {
                 RecordType::SOA => Answer::Records(vec![self.soa(snapshot.revision())]),
@@ -157,27 +181,23 @@ impl Handler {
                 )]),
                 _ => Answer::NoData,
             },
-            [name] => {
-                let records = snapshot.lookup(name);
-                let running: Vec<_> = records.iter().filter(|r| r.is_resolvable()).collect();
-                if running.is_empty() {
-                    return Answer::NxDomain;
-                }
-                Answer::Records(
-                    addresses_of(running.into_iter())
-                        .filter_map(address)
-                        .collect(),
-                )
-            }
+            [name] => named(snapshot.lookup(name).iter().collect()),
             [service, label] if label == SERVICE_LABEL => {
                 let members = snapshot.service(service);
                 if members.is_empty() {
                     return Answer::NxDomain;
                 }
                 // Only running members that are not failing their health
-                // check answer for the group.
+                // check answer for the group, rotated on every query so
+                // that clients taking the first answer spread the load.
                 let serving = members.iter().filter(|r| r.serves());
-                Answer::Records(addresses_of(serving).filter_map(address).collect())
+                let mut answers: Vec<Record> = addresses_of(serving).filter_map(address).collect();
+                if !answers.is_empty() {
+                    let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+                    let len = answers.len();
+                    answers.rotate_left(turn % len);
+                }
+                Answer::Records(answers)
             }
             [host, label] if label == HOST_LABEL => {
                 match snapshot
@@ -189,8 +209,76 @@ impl Handler {
                     None => Answer::NxDomain,
                 }
             }
+            // `<name>.<host>`: one host's records when a name repeats.
+            [name, host] => named(
+                snapshot
+                    .lookup(name)
+                    .iter()
+                    .filter(|r| r.host.eq_ignore_ascii_case(host))
+                    .collect(),
+            ),
             _ => Answer::NxDomain,
         }
+    }
+
+    /// TXT facts about one record: short, each string well under 255 bytes.
+    fn txt(&self, owner: &Name, r: &muster_core::Record) -> Record {
+        let clip = |s: &str| s.chars().take(200).collect::<String>();
+        let facts = vec![
+            format!("id={}", r.id),
+            format!("host={}", clip(&r.host)),
+            format!("image={}", clip(&r.image)),
+            format!("state={}", r.state.as_str()),
+            format!("health={}", r.health.as_str()),
+        ];
+        Record::from_rdata(owner.clone(), self.ttl, RData::TXT(TXT::new(facts)))
+    }
+
+    /// PTR for an address muster knows: a record's address names the
+    /// record (`<name>.<host>.<zone>` for addresses local to its host, which
+    /// may repeat on other hosts), an agent's address names the agent.
+    /// `None` when the address is not in the directory: muster is not
+    /// authoritative for the rest of the reverse tree.
+    fn reverse(&self, snapshot: &Snapshot, owner: &Name, qtype: RecordType) -> Option<Answer> {
+        let net = owner.parse_arpa_name().ok()?;
+        if net.prefix_len() != net.max_prefix_len() {
+            return None;
+        }
+        let ip = net.addr();
+        let mut targets: Vec<Name> = Vec::new();
+        for r in snapshot.by_ip(ip) {
+            let local = r.addresses.iter().any(|a| a.ip == ip && a.local);
+            let relative = if local {
+                format!("{}.{}", r.name, r.host)
+            } else {
+                r.name.clone()
+            };
+            targets.extend(Name::from_ascii(relative).and_then(|n| n.append_domain(&self.apex)));
+        }
+        for m in snapshot
+            .members()
+            .iter()
+            .filter(|m| m.gossip_addr.ip() == ip)
+        {
+            targets.extend(
+                Name::from_ascii(format!("{}.{HOST_LABEL}", m.name))
+                    .and_then(|n| n.append_domain(&self.apex)),
+            );
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return Some(Answer::NoData);
+        }
+        targets.sort();
+        targets.dedup();
+        Some(Answer::Records(
+            targets
+                .into_iter()
+                .map(|t| Record::from_rdata(owner.clone(), self.ttl, RData::PTR(PTR(t))))
+                .collect(),
+        ))
     }
 }
 
@@ -221,7 +309,7 @@ struct Reply {
 
 impl Handler {
     fn reply(&self, request: &Request) -> Reply {
-        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let metadata = Metadata::response_from_request(&request.metadata);
         let error = |mut metadata: Metadata, code| {
             metadata.response_code = code;
             Reply {
@@ -239,8 +327,13 @@ impl Handler {
         let Ok(info) = request.request_info() else {
             return error(metadata, ResponseCode::FormErr);
         };
+        let snapshot = self.directory.load();
         if !self.zone.zone_of(info.query.name()) {
-            return error(metadata, ResponseCode::Refused);
+            let owner = info.query.original().name();
+            return match self.reverse(&snapshot, owner, info.query.query_type()) {
+                Some(answer) => self.finish(metadata, answer, &snapshot, false),
+                None => error(metadata, ResponseCode::Refused),
+            };
         }
         let owner = info.query.original().name().clone();
         let lower = info.query.name();
@@ -250,10 +343,21 @@ impl Handler {
             .take(relative)
             .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect();
-        let snapshot = self.directory.load();
         let answer = self.resolve(&snapshot, &owner, &labels, info.query.query_type());
+        self.finish(metadata, answer, &snapshot, true)
+    }
+
+    /// The reply for an answer; negative answers carry the zone's SOA when
+    /// `with_soa` (not for reverse names, whose zone is not muster's).
+    fn finish(
+        &self,
+        mut metadata: Metadata,
+        answer: Answer,
+        snapshot: &Snapshot,
+        with_soa: bool,
+    ) -> Reply {
         metadata.authoritative = true;
-        let soa = Some(self.soa(snapshot.revision()));
+        let soa = with_soa.then(|| self.soa(snapshot.revision()));
         match answer {
             Answer::Records(answers) if !answers.is_empty() => Reply {
                 metadata,
