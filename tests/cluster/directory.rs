@@ -309,3 +309,44 @@ labels = { "muster.service" = "web" }
         .collect();
     assert_eq!(firsts.len(), 2, "round robin: {firsts:?}");
 }
+
+#[tokio::test]
+async fn a_large_group_is_truncated_over_udp_and_whole_over_tcp() {
+    let mut records = String::new();
+    for i in 0..300 {
+        records.push_str(&format!(
+            "[[record]]\nname = \"big-{i}\"\naddresses = [\"10.9.{}.{}\"]\nlabels = {{ \"muster.service\" = \"big\" }}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(&records)).await;
+    let ip = a.spec.ip.clone();
+    eventually(Duration::from_secs(10), "300 members over TCP", || async {
+        let reply = dnspython(&ip, DNS_PORT, "big.svc.muster.", "A", true);
+        (reply["answers"].as_array().map_or(0, Vec::len) == 300).then_some(())
+    })
+    .await;
+
+    // Without EDNS a UDP reply holds 512 bytes; with EDNS the client's size
+    // (capped at 1232): both are cut with TC set.
+    for options in [&["--no-edns"][..], &["--payload=1232"], &["--payload=4096"]] {
+        let reply = dnspython_with(&ip, DNS_PORT, "big.svc.muster.", "A", options);
+        assert!(
+            reply["flags"].as_array().unwrap().contains(&"TC".into()),
+            "{options:?}: {reply}"
+        );
+        let n = reply["answers"].as_array().unwrap().len();
+        assert!(n < 300, "{options:?}: {n} answers fit?");
+    }
+    let small = dnspython_with(&ip, DNS_PORT, "big-7.muster.", "A", &["--no-edns"]);
+    assert!(
+        !small["flags"].as_array().unwrap().contains(&"TC".into()),
+        "{small}"
+    );
+
+    // dig retries over TCP on TC by itself and gets every member.
+    let all = dig(&ip, DNS_PORT, &["+short", "big.svc.muster"]);
+    assert_eq!(all.lines().count(), 300);
+}

@@ -336,16 +336,32 @@ pub fn dnspython(
     rtype: &str,
     tcp: bool,
 ) -> serde_json::Value {
+    dnspython_with(
+        server_ip,
+        port,
+        name,
+        rtype,
+        if tcp { &["--tcp"] } else { &[] },
+    )
+}
+
+/// [`dnspython`] with options of dns_query.py (`--tcp`, `--no-edns`,
+/// `--payload=N`).
+pub fn dnspython_with(
+    server_ip: &str,
+    port: u16,
+    name: &str,
+    rtype: &str,
+    options: &[&str],
+) -> serde_json::Value {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/cluster/dns_query.py"
     );
     let mut cmd = Command::new("python3");
     cmd.arg(script)
-        .args([server_ip, &port.to_string(), name, rtype]);
-    if tcp {
-        cmd.arg("--tcp");
-    }
+        .args([server_ip, &port.to_string(), name, rtype])
+        .args(options);
     let out = cmd.output().expect("python3 is installed");
     assert!(
         out.status.success(),

@@ -390,9 +390,12 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let mut builder = MessageResponseBuilder::from_message_request(request);
         // EDNS0 (RFC 6891): answer an OPT with an OPT carrying our own size.
+        // hickory sizes the UDP reply by the reply's OPT, so it carries the
+        // smaller of the client's buffer and ours: a reply that does not fit
+        // is cut with TC set, and the client retries over TCP.
         let edns = request.edns.as_ref().map(|_| {
             let mut e = Edns::new();
-            e.set_max_payload(MAX_UDP_PAYLOAD);
+            e.set_max_payload(request.max_payload().min(MAX_UDP_PAYLOAD));
             e
         });
         if let Some(e) = &edns {
