@@ -238,7 +238,8 @@ async fn dns_answers_per_host_names_txt_reverse_and_rotates_groups() {
 [[record]]
 name = "web-1"
 addresses = ["10.0.0.5", "fd00::5"]
-labels = { "muster.service" = "web" }
+labels = { "muster.service" = "web", "muster.port.http" = "8080" }
+ports = ["8080/tcp"]
 image = "registry.local/web:1"
 "#,
     );
@@ -295,6 +296,25 @@ labels = { "muster.service" = "web" }
     assert_eq!(short(&["-x", &a.spec.ip]), ["a.host.muster."]);
     let unknown = dnspython(&ip, DNS_PORT, "1.2.0.192.in-addr.arpa.", "PTR", false);
     assert_eq!(unknown["rcode"], "REFUSED");
+
+    // SRV by port number and by port name, targets in the additional
+    // section; b's web-1 has no port 8080 and is left out.
+    assert_eq!(
+        short(&["_8080._tcp.web.svc.muster", "SRV"]),
+        ["0 10 8080 web-1.a.muster."]
+    );
+    assert_eq!(
+        short(&["_http._tcp.web.svc.muster", "SRV"]),
+        ["0 10 8080 web-1.a.muster."]
+    );
+    let full = dig(&ip, DNS_PORT, &["_http._tcp.web.svc.muster", "SRV"]);
+    assert!(
+        full.contains("ADDITIONAL SECTION")
+            && full.contains("10.0.0.5")
+            && full.contains("fd00::5"),
+        "{full}"
+    );
+    assert!(short(&["_9999._tcp.web.svc.muster", "SRV"]).is_empty());
 
     // The service group holds both, and its first answer rotates.
     assert_eq!(short(&["web.svc.muster"]), ["10.0.0.5", "10.0.1.5"]);

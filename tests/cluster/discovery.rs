@@ -91,7 +91,9 @@ async fn container_lifecycle_is_followed_on_another_agent() {
     let (a, b) = two_hosts(&run, &[]).await;
     let a_ip = a.spec.ip.clone();
     let web = format!("web-{run}");
-    let mut c = run_container(&web, &labels(&run, "a"), &[]);
+    let mut web_labels = labels(&run, "a");
+    web_labels.push(("muster.service", format!("g{run}")));
+    let mut c = run_container(&web, &web_labels, &["-p", "80"]);
 
     // Running on a bridge network: resolves on b to a's address.
     let r = wait_for_state(&b, &web, v1::State::Running).await;
@@ -105,6 +107,23 @@ async fn container_lifecycle_is_followed_on_another_agent() {
         .expect("bridge address");
     assert!(bridge.local, "a bridge address is local: {r:?}");
     wait_resolves(&b, &web, &a_ip).await;
+
+    // Its published port: SRV points at the host and the host port.
+    let host_port = crate::docker::docker_ok(&["port", &c.name, "80/tcp"]);
+    let host_port = host_port
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let srv = dig(
+        &b.spec.ip,
+        DNS_PORT,
+        &["+short", &format!("_80._tcp.g{run}.svc.muster"), "SRV"],
+    );
+    assert_eq!(srv.trim(), format!("0 10 {host_port} a.host.muster."));
 
     // A container of b's is not published by a, and vice versa.
     let other = format!("other-{run}");

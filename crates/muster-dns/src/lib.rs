@@ -32,7 +32,7 @@ use arc_swap::ArcSwap;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -41,6 +41,8 @@ use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::warn;
 
+/// A record label `muster.port.<name>=<number>` names a port for SRV.
+pub const PORT_LABEL_PREFIX: &str = "muster.port.";
 /// Label under the zone for service groups.
 pub const SERVICE_LABEL: &str = "svc";
 /// Label under the zone for agents' own names.
@@ -209,6 +211,11 @@ impl Handler {
                     None => Answer::NxDomain,
                 }
             }
+            [port, proto, service, label]
+                if label == SERVICE_LABEL && port.starts_with('_') && proto.starts_with('_') =>
+            {
+                self.srv(snapshot, owner, &port[1..], &proto[1..], service, qtype)
+            }
             // `<name>.<host>`: one host's records when a name repeats.
             [name, host] => named(
                 snapshot
@@ -219,6 +226,86 @@ impl Handler {
             ),
             _ => Answer::NxDomain,
         }
+    }
+
+    /// SRV for `_<port>._<proto>.<service>.svc`: every serving member of
+    /// the group with that port, by number (`_8080`) or by the name a
+    /// `muster.port.<name>=<number>` label gives it (`_http`). A member
+    /// with a routable address of its own is reached at the container port
+    /// on `<name>.<host>.<zone>`; one that resolves to its host's address is
+    /// reached at the published host port on `<host>.host.<zone>` (and is
+    /// left out if that port is not published). Targets' addresses go in
+    /// the additional section.
+    fn srv(
+        &self,
+        snapshot: &Snapshot,
+        owner: &Name,
+        port: &str,
+        proto: &str,
+        service: &str,
+        qtype: RecordType,
+    ) -> Answer {
+        let members = snapshot.service(service);
+        let protocol = match proto {
+            "tcp" => muster_core::Protocol::Tcp,
+            "udp" => muster_core::Protocol::Udp,
+            "sctp" => muster_core::Protocol::Sctp,
+            _ => return Answer::NxDomain,
+        };
+        if members.is_empty() {
+            return Answer::NxDomain;
+        }
+        if !matches!(qtype, RecordType::SRV | RecordType::ANY) {
+            return Answer::NoData;
+        }
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        for r in members.iter().filter(|r| r.serves()) {
+            let number = match port.parse::<u16>() {
+                Ok(n) => Some(n),
+                Err(_) => r
+                    .labels
+                    .get(&format!("{PORT_LABEL_PREFIX}{port}"))
+                    .and_then(|v| v.parse().ok()),
+            };
+            let Some(number) = number else { continue };
+            let Some(p) = r
+                .ports
+                .iter()
+                .find(|p| p.port == number && p.protocol == protocol)
+            else {
+                continue;
+            };
+            let own_address = r.addresses.iter().any(|a| !a.local && a.network != "host");
+            let (relative, target_port) = if own_address {
+                (format!("{}.{}", r.name, r.host), p.port)
+            } else {
+                match p.host_port {
+                    Some(host_port) => (format!("{}.{HOST_LABEL}", r.host), host_port),
+                    None => continue,
+                }
+            };
+            let Ok(target) = Name::from_ascii(&relative).and_then(|n| n.append_domain(&self.apex))
+            else {
+                continue;
+            };
+            for ip in r.routable_addresses() {
+                let rdata = match ip {
+                    IpAddr::V4(v4) => RData::A(A(v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                };
+                additionals.push(Record::from_rdata(target.clone(), self.ttl, rdata));
+            }
+            answers.push(Record::from_rdata(
+                owner.clone(),
+                self.ttl,
+                RData::SRV(SRV::new(0, 10, target_port, target)),
+            ));
+        }
+        answers.dedup();
+        additionals.sort_by_key(|r| (r.name.to_string(), r.data.to_string()));
+        additionals.dedup();
+        Answer::WithAdditionals(answers, additionals)
     }
 
     /// TXT facts about one record: short, each string well under 255 bytes.
@@ -293,6 +380,8 @@ fn addresses_of<'a>(
 }
 
 enum Answer {
+    /// SRV answers, with the targets' addresses for the additional section.
+    WithAdditionals(Vec<Record>, Vec<Record>),
     /// Records for the answer section; empty means NODATA.
     Records(Vec<Record>),
     NoData,
@@ -305,6 +394,7 @@ struct Reply {
     metadata: Metadata,
     answers: Vec<Record>,
     soa: Option<Record>,
+    additionals: Vec<Record>,
 }
 
 impl Handler {
@@ -316,6 +406,7 @@ impl Handler {
                 metadata,
                 answers: Vec::new(),
                 soa: None,
+                additionals: Vec::new(),
             }
         };
         if request.metadata.message_type != MessageType::Query {
@@ -359,15 +450,23 @@ impl Handler {
         metadata.authoritative = true;
         let soa = with_soa.then(|| self.soa(snapshot.revision()));
         match answer {
+            Answer::WithAdditionals(answers, additionals) if !answers.is_empty() => Reply {
+                metadata,
+                answers,
+                soa: None,
+                additionals,
+            },
             Answer::Records(answers) if !answers.is_empty() => Reply {
                 metadata,
                 answers,
                 soa: None,
+                additionals: Vec::new(),
             },
-            Answer::Records(_) | Answer::NoData => Reply {
+            Answer::Records(_) | Answer::WithAdditionals(..) | Answer::NoData => Reply {
                 metadata,
                 answers: Vec::new(),
                 soa,
+                additionals: Vec::new(),
             },
             Answer::NxDomain => {
                 metadata.response_code = ResponseCode::NXDomain;
@@ -375,6 +474,7 @@ impl Handler {
                     metadata,
                     answers: Vec::new(),
                     soa,
+                    additionals: Vec::new(),
                 }
             }
         }
@@ -407,7 +507,7 @@ impl RequestHandler for Handler {
             reply.answers.iter(),
             [].iter(),
             reply.soa.iter(),
-            [].iter(),
+            reply.additionals.iter(),
         );
         send(&mut response_handle, response).await
     }
