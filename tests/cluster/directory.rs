@@ -370,3 +370,55 @@ async fn a_large_group_is_truncated_over_udp_and_whole_over_tcp() {
     let all = dig(&ip, DNS_PORT, &["+short", "big.svc.muster"]);
     assert_eq!(all.lines().count(), 300);
 }
+
+#[tokio::test]
+async fn dns_selects_by_several_labels_at_once() {
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(
+        r#"
+[[record]]
+name = "web-1"
+addresses = ["10.0.0.1"]
+labels = { app = "web", env = "prod" }
+
+[[record]]
+name = "web-2"
+addresses = ["10.0.0.2"]
+labels = { app = "web", env = "dev" }
+
+[[record]]
+name = "db-1"
+addresses = ["10.0.0.3"]
+labels = { app = "db", env = "prod" }
+
+[[record]]
+name = "web-3"
+addresses = ["10.0.0.4"]
+labels = { app = "web", env = "prod" }
+health = "unhealthy"
+"#,
+    ))
+    .await;
+    let ip = a.spec.ip.clone();
+    let short = |name: &str| -> Vec<String> {
+        let mut v: Vec<String> = dig(&ip, DNS_PORT, &["+short", name])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    eventually(Duration::from_secs(10), "records served", || async {
+        (a.lookup("db-1").await.len() == 1).then_some(())
+    })
+    .await;
+    // app=web AND env=prod; the unhealthy web-3 is left out.
+    assert_eq!(short("web.app.prod.env.sel.muster"), ["10.0.0.1"]);
+    assert_eq!(short("prod.env.web.app.sel.muster"), ["10.0.0.1"]);
+    assert_eq!(short("web.app.sel.muster"), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(short("prod.env.sel.muster"), ["10.0.0.1", "10.0.0.3"]);
+    let none = dnspython(&ip, DNS_PORT, "cache.app.sel.muster.", "A", false);
+    assert_eq!(none["rcode"], "NXDOMAIN");
+    let odd = dnspython(&ip, DNS_PORT, "web.sel.muster.", "A", false);
+    assert_eq!(odd["rcode"], "NXDOMAIN");
+}

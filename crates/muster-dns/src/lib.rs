@@ -10,6 +10,10 @@
 //!   `com.docker.compose.service` label).
 //! - `<name>.<host>.<zone>`: the same, for one host's records only.
 //! - TXT on `<name>[.<host>].<zone>`: id, host, image, state, health.
+//! - `<v1>.<k1>[.<v2>.<k2>...].sel.<zone>`: A and AAAA of every running,
+//!   not unhealthy record whose labels include every `k=v` pair (written in
+//!   lower case; keys that are single DNS labels), e.g.
+//!   `web.app.prod.env.sel.muster` for `app=web,env=prod`.
 //! - `<host>.host.<zone>`: A or AAAA of an agent's gossip address (the NS
 //!   target).
 //! - PTR under `in-addr.arpa` and `ip6.arpa` for every address in the
@@ -43,6 +47,8 @@ use tracing::warn;
 
 /// A record label `muster.port.<name>=<number>` names a port for SRV.
 pub const PORT_LABEL_PREFIX: &str = "muster.port.";
+/// Label under the zone for label selections (`web.app.prod.env.sel`).
+pub const SELECT_LABEL: &str = "sel";
 /// Label under the zone for service groups.
 pub const SERVICE_LABEL: &str = "svc";
 /// Label under the zone for agents' own names.
@@ -193,13 +199,7 @@ impl Handler {
                 // check answer for the group, rotated on every query so
                 // that clients taking the first answer spread the load.
                 let serving = members.iter().filter(|r| r.serves());
-                let mut answers: Vec<Record> = addresses_of(serving).filter_map(address).collect();
-                if !answers.is_empty() {
-                    let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
-                    let len = answers.len();
-                    answers.rotate_left(turn % len);
-                }
-                Answer::Records(answers)
+                Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
             [host, label] if label == HOST_LABEL => {
                 match snapshot
@@ -215,6 +215,25 @@ impl Handler {
                 if label == SERVICE_LABEL && port.starts_with('_') && proto.starts_with('_') =>
             {
                 self.srv(snapshot, owner, &port[1..], &proto[1..], service, qtype)
+            }
+            // `<v1>.<k1>[.<v2>.<k2>...].sel`: records with every label pair.
+            [pairs @ .., label]
+                if label == SELECT_LABEL && !pairs.is_empty() && pairs.len() % 2 == 0 =>
+            {
+                let selector = pairs
+                    .chunks(2)
+                    .map(|pair| format!("{}={}", pair[1], pair[0]))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let Ok(selector) = selector.parse::<muster_core::Selector>() else {
+                    return Answer::NxDomain;
+                };
+                let matching = snapshot.select(&selector);
+                if matching.is_empty() {
+                    return Answer::NxDomain;
+                }
+                let serving = matching.iter().filter(|r| r.serves());
+                Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
             // `<name>.<host>`: one host's records when a name repeats.
             [name, host] => named(
@@ -306,6 +325,17 @@ impl Handler {
         additionals.sort_by_key(|r| (r.name.to_string(), r.data.to_string()));
         additionals.dedup();
         Answer::WithAdditionals(answers, additionals)
+    }
+
+    /// Rotates a group's answers by one place per query (round robin), so
+    /// that clients taking the first answer spread the load.
+    fn rotated(&self, mut answers: Vec<Record>) -> Vec<Record> {
+        if !answers.is_empty() {
+            let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+            let len = answers.len();
+            answers.rotate_left(turn % len);
+        }
+        answers
     }
 
     /// TXT facts about one record: short, each string well under 255 bytes.
