@@ -422,3 +422,44 @@ health = "unhealthy"
     let odd = dnspython(&ip, DNS_PORT, "web.sel.muster.", "A", false);
     assert_eq!(odd["rcode"], "NXDOMAIN");
 }
+
+#[tokio::test]
+async fn names_outside_the_zone_are_forwarded_only_when_asked() {
+    let block = loopback_block();
+    // The upstream: a resolver on loopback authoritative for `corp`.
+    let mut corp = AgentSpec::new(&block, 9, "corp")
+        .with_records("[[record]]\nname = \"mail\"\naddresses = [\"10.1.1.1\"]\n");
+    corp.zone = "corp".to_owned();
+    let corp = Agent::start(corp).await;
+    let upstream = format!("{}:{DNS_PORT}", corp.spec.ip);
+    let mut forwarding = AgentSpec::new(&block, 1, "a");
+    forwarding.extra_args = vec![
+        "--dns-forward".into(),
+        format!("{block}.99:53"),
+        "--dns-forward".into(),
+        upstream,
+    ];
+    let a = Agent::start(forwarding).await;
+    let b = Agent::start(AgentSpec::new(&block, 2, "b")).await;
+    eventually(
+        Duration::from_secs(10),
+        "mail.corp on the upstream",
+        || async {
+            (dig(&corp.spec.ip, DNS_PORT, &["+short", "mail.corp"]).trim() == "10.1.1.1")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // a forwards (past a dead first upstream), b refuses.
+    let found = dnspython(&a.spec.ip, DNS_PORT, "mail.corp.", "A", false);
+    assert_eq!(found["rcode"], "NOERROR");
+    assert_eq!(found["answers"], serde_json::json!(["10.1.1.1"]));
+    let missing = dnspython(&a.spec.ip, DNS_PORT, "nope.corp.", "A", true);
+    assert_eq!(missing["rcode"], "NXDOMAIN");
+    let refused = dnspython(&b.spec.ip, DNS_PORT, "mail.corp.", "A", false);
+    assert_eq!(refused["rcode"], "REFUSED");
+    // Its own zone is still answered locally.
+    let own = dnspython(&a.spec.ip, DNS_PORT, "muster.", "SOA", false);
+    assert_eq!(own["rcode"], "NOERROR");
+}

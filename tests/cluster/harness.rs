@@ -64,6 +64,7 @@ pub struct AgentSpec {
     pub join: Vec<String>,
     pub static_records: Option<String>,
     pub gossip_interval: String,
+    pub zone: String,
     /// `None`: `--no-docker`; `Some(args)`: watch Docker with these flags.
     pub docker_args: Option<Vec<String>>,
     pub extra_args: Vec<String>,
@@ -85,6 +86,7 @@ impl AgentSpec {
             join: Vec::new(),
             static_records: None,
             gossip_interval: "100ms".to_owned(),
+            zone: "muster".to_owned(),
             docker_args: None,
             extra_args: Vec::new(),
         }
@@ -127,7 +129,7 @@ impl AgentSpec {
             .args(["--dns-addr", &format!("{}:{DNS_PORT}", self.ip)])
             .args(["--grpc-addr", &format!("{}:{GRPC_PORT}", self.ip)])
             .args(["--http-addr", &format!("{}:{HTTP_PORT}", self.ip)])
-            .args(["--zone", "muster"])
+            .args(["--zone", &self.zone])
             .args([
                 "--gossip-interval",
                 &self.gossip_interval,

@@ -27,6 +27,8 @@
 
 #![warn(missing_docs)]
 
+mod forward;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,6 +92,8 @@ pub struct DnsConfig {
     pub ttl: u32,
     /// This agent's node name, named by NS and the SOA.
     pub node_name: String,
+    /// Resolvers to forward names outside the zone to; empty: REFUSED.
+    pub forward_to: Vec<SocketAddr>,
 }
 
 /// Answers DNS queries from the latest snapshot.
@@ -103,6 +107,7 @@ pub struct Handler {
     hostmaster: Name,
     /// Turns of the round robin over service group answers.
     rotation: AtomicUsize,
+    forward_to: Vec<SocketAddr>,
 }
 
 impl Handler {
@@ -131,6 +136,7 @@ impl Handler {
             ns,
             hostmaster,
             rotation: AtomicUsize::new(0),
+            forward_to: config.forward_to.clone(),
         })
     }
 
@@ -423,8 +429,11 @@ enum Answer {
 struct Reply {
     metadata: Metadata,
     answers: Vec<Record>,
+    authorities: Vec<Record>,
     soa: Option<Record>,
     additionals: Vec<Record>,
+    /// Outside the zone, and upstreams are configured: ask them.
+    forward: bool,
 }
 
 impl Handler {
@@ -437,6 +446,8 @@ impl Handler {
                 answers: Vec::new(),
                 soa: None,
                 additionals: Vec::new(),
+                authorities: Vec::new(),
+                forward: false,
             }
         };
         if request.metadata.message_type != MessageType::Query {
@@ -453,6 +464,14 @@ impl Handler {
             let owner = info.query.original().name();
             return match self.reverse(&snapshot, owner, info.query.query_type()) {
                 Some(answer) => self.finish(metadata, answer, &snapshot, false),
+                None if !self.forward_to.is_empty() => Reply {
+                    metadata,
+                    answers: Vec::new(),
+                    authorities: Vec::new(),
+                    soa: None,
+                    additionals: Vec::new(),
+                    forward: true,
+                },
                 None => error(metadata, ResponseCode::Refused),
             };
         }
@@ -485,18 +504,24 @@ impl Handler {
                 answers,
                 soa: None,
                 additionals,
+                authorities: Vec::new(),
+                forward: false,
             },
             Answer::Records(answers) if !answers.is_empty() => Reply {
                 metadata,
                 answers,
                 soa: None,
                 additionals: Vec::new(),
+                authorities: Vec::new(),
+                forward: false,
             },
             Answer::Records(_) | Answer::WithAdditionals(..) | Answer::NoData => Reply {
                 metadata,
                 answers: Vec::new(),
                 soa,
                 additionals: Vec::new(),
+                authorities: Vec::new(),
+                forward: false,
             },
             Answer::NxDomain => {
                 metadata.response_code = ResponseCode::NXDomain;
@@ -505,6 +530,8 @@ impl Handler {
                     answers: Vec::new(),
                     soa,
                     additionals: Vec::new(),
+                    authorities: Vec::new(),
+                    forward: false,
                 }
             }
         }
@@ -531,11 +558,26 @@ impl RequestHandler for Handler {
         if let Some(e) = &edns {
             builder.edns(e);
         }
-        let reply = self.reply(request);
+        let mut reply = self.reply(request);
+        let forwarded;
+        if reply.forward {
+            forwarded = forward::forward(&self.forward_to, request.as_slice()).await;
+            match &forwarded {
+                Some(message) => {
+                    reply.metadata.response_code = message.metadata.response_code;
+                    reply.metadata.recursion_available = message.metadata.recursion_available;
+                    reply.metadata.authoritative = false;
+                    reply.answers = message.answers.clone();
+                    reply.authorities = message.authorities.clone();
+                    reply.additionals = message.additionals.clone();
+                }
+                None => reply.metadata.response_code = ResponseCode::ServFail,
+            }
+        }
         let response = builder.build(
             reply.metadata,
             reply.answers.iter(),
-            [].iter(),
+            reply.authorities.iter(),
             reply.soa.iter(),
             reply.additionals.iter(),
         );

@@ -63,6 +63,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 zone: config.zone.clone(),
                 ttl: config.dns_ttl,
                 node_name: config.node_name.clone(),
+                forward_to: config.dns_forward.clone(),
             },
             directory.clone(),
         )?,

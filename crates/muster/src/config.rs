@@ -15,6 +15,10 @@ use clap::Args;
 use muster_sources::docker::{DEFAULT_SOCKET, DockerConfig, LabelFilter};
 use serde::Deserialize;
 
+/// Node names that are DNS forms of their own (`web.svc.muster`,
+/// `a.host.muster`, `web.app.sel.muster`).
+const RESERVED_NODE_NAMES: [&str; 3] = ["svc", "host", "sel"];
+
 /// A duration written as humans do: `500ms`, `5s`, `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -91,6 +95,17 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_DNS_TTL", value_name = "SECONDS")]
     pub dns_ttl: Option<u32>,
 
+    /// Resolver to forward names outside the zone to; repeat or
+    /// comma-separate for several, tried in order. Without it, such names get
+    /// REFUSED. Example: --dns-forward 127.0.0.53:53
+    #[arg(
+        long,
+        env = "MUSTER_DNS_FORWARD",
+        value_name = "IP:PORT",
+        value_delimiter = ','
+    )]
+    pub dns_forward: Option<Vec<SocketAddr>>,
+
     /// Static records file (TOML, `[[record]]` tables), re-read on SIGHUP
     #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
@@ -152,6 +167,7 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     pub zone: String,
     pub dns_ttl: u32,
+    pub dns_forward: Vec<SocketAddr>,
     pub static_file: Option<PathBuf>,
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
@@ -207,6 +223,7 @@ impl AgentArgs {
             http_addr: pick!(http_addr, "127.0.0.1:8800".parse().expect("valid literal")),
             zone: pick!(zone, "muster".to_owned()),
             dns_ttl: pick!(dns_ttl, 5),
+            dns_forward: pick!(dns_forward, Vec::new()),
             static_file: self.static_file.or(file.static_file),
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_secs(1))).0,
@@ -259,6 +276,13 @@ impl AgentConfig {
                 self.node_name
             )
         })?;
+        if RESERVED_NODE_NAMES.contains(&self.node_name.as_str()) {
+            bail!(
+                "node name {:?} is reserved: it would clash with <name>.{}.<zone> in DNS; set --node-name",
+                self.node_name,
+                self.node_name
+            );
+        }
         muster_core::validate_dns_name(&self.zone)
             .with_context(|| format!("zone {:?} is not a DNS name", self.zone))?;
         if self.cluster_id.is_empty() {
@@ -330,7 +354,15 @@ mod tests {
                 ..AgentArgs::default()
             },
             AgentArgs {
+                node_name: Some("svc".into()),
+                ..AgentArgs::default()
+            },
+            AgentArgs {
                 zone: Some("bad zone".into()),
+                ..AgentArgs::default()
+            },
+            AgentArgs {
+                docker_filter: Some(vec!["tenant=x".into()]),
                 ..AgentArgs::default()
             },
             AgentArgs {
