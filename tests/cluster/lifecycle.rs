@@ -147,3 +147,23 @@ async fn a_bad_reload_keeps_the_last_good_set_and_says_why() {
     assert_eq!(a.lookup("web-1").await.len(), 1);
     assert_eq!(a.lookup("db-1").await.len(), 1);
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_agent_promptly_and_cleanly() {
+    let block = loopback_block();
+    let mut a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    a.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.log().contains("stopped"), "{}", a.log());
+}

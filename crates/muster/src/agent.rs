@@ -18,6 +18,9 @@ use tracing::{error, info, warn};
 
 use crate::config::AgentConfig;
 
+/// How long each part gets to stop on SIGTERM or SIGINT.
+const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long chitchat keeps a dead node's state and deleted keys before
 /// forgetting them. Long enough for a partitioned node to catch up on
 /// deletions; short enough that dead nodes do not pile up in the digest.
@@ -91,6 +94,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let (updates_tx, updates_rx) = mpsc::channel::<SourceUpdate>(64);
     let forwarder = tokio::spawn(forward(updates_rx, gossip.publisher()));
     let reload = Arc::new(Notify::new());
+    // Source tasks hold senders of `updates`: they are aborted on shutdown
+    // so that the forwarder sees the channel close.
+    let mut sources = tokio::task::JoinSet::new();
     if let (Some(path), Some(records)) = (&config.static_file, initial_static) {
         info!(path = %path.display(), records = records.len(), "static records loaded");
         updates_tx
@@ -100,15 +106,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             })
             .await
             .context("publishing static records")?;
-        tokio::spawn(StaticFileSource::new(path.clone(), reload.clone()).run(updates_tx.clone()));
+        sources.spawn(StaticFileSource::new(path.clone(), reload.clone()).run(updates_tx.clone()));
     }
     let publisher = gossip.publisher();
     match config.docker.clone() {
         Some(docker) => {
             let (source, mut status) = DockerSource::new(docker);
-            tokio::spawn(source.run(updates_tx.clone()));
+            sources.spawn(source.run(updates_tx.clone()));
             // Members show each agent's Docker connection.
-            tokio::spawn(async move {
+            sources.spawn(async move {
                 loop {
                     let now = status.borrow_and_update().clone();
                     publisher.set_meta("docker", &now.to_string()).await;
@@ -158,18 +164,44 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     info!("shutting down");
     let _ = stop_tx.send(true);
+    sources.shutdown().await;
     drop(updates_tx);
-    let _ = forwarder.await;
-    dns.shutdown().await;
-    match grpc_task.await {
-        Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
-        Err(e) => warn!(error = %e, "gRPC server task failed"),
-        Ok(Ok(())) => {}
-    }
-    if let Ok(Err(e)) = http_task.await {
-        warn!(error = %e, "HTTP server stopped with an error");
-    }
-    gossip.shutdown().await;
+    // Every step is bounded: a stuck peer or client must not keep the
+    // process from exiting.
+    let bounded = |what: &'static str| {
+        move |r: Result<(), tokio::time::error::Elapsed>| {
+            if r.is_err() {
+                warn!("{what} did not stop within {SHUTDOWN_STEP:?}; exiting anyway");
+            }
+        }
+    };
+    bounded("source forwarding")(
+        tokio::time::timeout(SHUTDOWN_STEP, async {
+            let _ = forwarder.await;
+        })
+        .await,
+    );
+    bounded("DNS server")(tokio::time::timeout(SHUTDOWN_STEP, dns.shutdown()).await);
+    bounded("gRPC server")(
+        tokio::time::timeout(SHUTDOWN_STEP, async {
+            match grpc_task.await {
+                Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
+                Err(e) => warn!(error = %e, "gRPC server task failed"),
+                Ok(Ok(())) => {}
+            }
+        })
+        .await,
+    );
+    bounded("HTTP server")(
+        tokio::time::timeout(SHUTDOWN_STEP, async {
+            if let Ok(Err(e)) = http_task.await {
+                warn!(error = %e, "HTTP server stopped with an error");
+            }
+        })
+        .await,
+    );
+    bounded("gossip")(tokio::time::timeout(SHUTDOWN_STEP, gossip.shutdown()).await);
+    info!("stopped");
     outcome
 }
 
