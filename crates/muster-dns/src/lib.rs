@@ -158,7 +158,7 @@ impl Handler {
         &self,
         snapshot: &Snapshot,
         owner: &Name,
-        labels: &[String],
+        labels: &[&str],
         qtype: RecordType,
     ) -> Answer {
         let address = |ip: IpAddr| -> Option<Record> {
@@ -196,7 +196,7 @@ impl Handler {
                 _ => Answer::NoData,
             },
             [name] => named(snapshot.lookup(name).iter().collect()),
-            [service, label] if label == SERVICE_LABEL => {
+            [service, label] if *label == SERVICE_LABEL => {
                 let members = snapshot.service(service);
                 if members.is_empty() {
                     return Answer::NxDomain;
@@ -207,7 +207,7 @@ impl Handler {
                 let serving = members.iter().filter(|r| r.serves());
                 Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
-            [host, label] if label == HOST_LABEL => {
+            [host, label] if *label == HOST_LABEL => {
                 match snapshot
                     .members()
                     .iter()
@@ -218,13 +218,13 @@ impl Handler {
                 }
             }
             [port, proto, service, label]
-                if label == SERVICE_LABEL && port.starts_with('_') && proto.starts_with('_') =>
+                if *label == SERVICE_LABEL && port.starts_with('_') && proto.starts_with('_') =>
             {
                 self.srv(snapshot, owner, &port[1..], &proto[1..], service, qtype)
             }
             // `<v1>.<k1>[.<v2>.<k2>...].sel`: records with every label pair.
             [pairs @ .., label]
-                if label == SELECT_LABEL && !pairs.is_empty() && pairs.len() % 2 == 0 =>
+                if *label == SELECT_LABEL && !pairs.is_empty() && pairs.len() % 2 == 0 =>
             {
                 let selector = pairs
                     .chunks(2)
@@ -478,10 +478,12 @@ impl Handler {
         let owner = info.query.original().name().clone();
         let lower = info.query.name();
         let relative = lower.num_labels() as usize - self.zone_labels;
-        let labels: Vec<String> = lower
+        // A label that is not UTF-8 can match no name: it becomes one that
+        // cannot be a DNS label either.
+        let labels: Vec<&str> = lower
             .iter()
             .take(relative)
-            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .map(|l| std::str::from_utf8(l).unwrap_or("\u{fffd}"))
             .collect();
         let answer = self.resolve(&snapshot, &owner, &labels, info.query.query_type());
         self.finish(metadata, answer, &snapshot, true)
@@ -497,7 +499,9 @@ impl Handler {
         with_soa: bool,
     ) -> Reply {
         metadata.authoritative = true;
-        let soa = with_soa.then(|| self.soa(snapshot.revision()));
+        // Built only for negative answers: positive ones, the hot path,
+        // carry no SOA.
+        let soa = || with_soa.then(|| self.soa(snapshot.revision()));
         match answer {
             Answer::WithAdditionals(answers, additionals) if !answers.is_empty() => Reply {
                 metadata,
@@ -518,7 +522,7 @@ impl Handler {
             Answer::Records(_) | Answer::WithAdditionals(..) | Answer::NoData => Reply {
                 metadata,
                 answers: Vec::new(),
-                soa,
+                soa: soa(),
                 additionals: Vec::new(),
                 authorities: Vec::new(),
                 forward: false,
@@ -528,7 +532,7 @@ impl Handler {
                 Reply {
                     metadata,
                     answers: Vec::new(),
-                    soa,
+                    soa: soa(),
                     additionals: Vec::new(),
                     authorities: Vec::new(),
                     forward: false,
