@@ -143,20 +143,13 @@ impl Snapshot {
     /// Records answering to `name` (its name or an alias), in any ASCII
     /// case; empty when none.
     pub fn lookup(&self, name: &str) -> &[Arc<Record>] {
-        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.by_name.get(name.to_ascii_lowercase().as_str())
-        } else {
-            self.by_name.get(name)
-        };
-        found.map_or(&[], |r| r)
+        get_any_case(&self.by_name, name)
     }
 
     /// Members of a service group (see [`Record::service`]), in any state;
     /// empty when no record names the group.
     pub fn service(&self, name: &str) -> &[Arc<Record>] {
-        self.by_service
-            .get(name.to_ascii_lowercase().as_str())
-            .map_or(&[], |r| r)
+        get_any_case(&self.by_service, name)
     }
 
     /// Records holding `ip` on any network.
@@ -331,6 +324,20 @@ impl Snapshot {
         }
         true
     }
+}
+
+/// The list under `name` in a map keyed by lower-case names; allocates
+/// only when `name` has upper-case letters (DNS hands over lower case).
+fn get_any_case<'a>(
+    map: &'a HashMap<Arc<str>, Arc<[Arc<Record>]>>,
+    name: &str,
+) -> &'a [Arc<Record>] {
+    let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        map.get(name.to_ascii_lowercase().as_str())
+    } else {
+        map.get(name)
+    };
+    found.map_or(&[], |r| r)
 }
 
 /// Adds a record to a small per-key list, kept sorted by (host, id) so that

@@ -436,20 +436,30 @@ struct Reply {
     forward: bool,
 }
 
+impl Reply {
+    /// A reply with `metadata` and nothing else yet.
+    fn empty(metadata: Metadata) -> Reply {
+        Reply {
+            metadata,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            soa: None,
+            additionals: Vec::new(),
+            forward: false,
+        }
+    }
+
+    /// An empty reply with the response code `code`.
+    fn error(mut metadata: Metadata, code: ResponseCode) -> Reply {
+        metadata.response_code = code;
+        Reply::empty(metadata)
+    }
+}
+
 impl Handler {
     fn reply(&self, request: &Request) -> Reply {
         let metadata = Metadata::response_from_request(&request.metadata);
-        let error = |mut metadata: Metadata, code| {
-            metadata.response_code = code;
-            Reply {
-                metadata,
-                answers: Vec::new(),
-                soa: None,
-                additionals: Vec::new(),
-                authorities: Vec::new(),
-                forward: false,
-            }
-        };
+        let error = Reply::error;
         if request.metadata.message_type != MessageType::Query {
             return error(metadata, ResponseCode::FormErr);
         }
@@ -465,12 +475,8 @@ impl Handler {
             return match self.reverse(&snapshot, owner, info.query.query_type()) {
                 Some(answer) => self.finish(metadata, answer, &snapshot, false),
                 None if !self.forward_to.is_empty() => Reply {
-                    metadata,
-                    answers: Vec::new(),
-                    authorities: Vec::new(),
-                    soa: None,
-                    additionals: Vec::new(),
                     forward: true,
+                    ..Reply::empty(metadata)
                 },
                 None => error(metadata, ResponseCode::Refused),
             };
@@ -499,46 +505,24 @@ impl Handler {
         with_soa: bool,
     ) -> Reply {
         metadata.authoritative = true;
-        // Built only for negative answers: positive ones, the hot path,
-        // carry no SOA.
-        let soa = || with_soa.then(|| self.soa(snapshot.revision()));
+        let mut reply = Reply::empty(metadata);
         match answer {
-            Answer::WithAdditionals(answers, additionals) if !answers.is_empty() => Reply {
-                metadata,
-                answers,
-                soa: None,
-                additionals,
-                authorities: Vec::new(),
-                forward: false,
-            },
-            Answer::Records(answers) if !answers.is_empty() => Reply {
-                metadata,
-                answers,
-                soa: None,
-                additionals: Vec::new(),
-                authorities: Vec::new(),
-                forward: false,
-            },
-            Answer::Records(_) | Answer::WithAdditionals(..) | Answer::NoData => Reply {
-                metadata,
-                answers: Vec::new(),
-                soa: soa(),
-                additionals: Vec::new(),
-                authorities: Vec::new(),
-                forward: false,
-            },
+            Answer::WithAdditionals(answers, additionals) if !answers.is_empty() => {
+                reply.answers = answers;
+                reply.additionals = additionals;
+            }
+            Answer::Records(answers) if !answers.is_empty() => reply.answers = answers,
+            // Negative answers carry the SOA (built only here: positive
+            // answers, the hot path, need none).
             Answer::NxDomain => {
-                metadata.response_code = ResponseCode::NXDomain;
-                Reply {
-                    metadata,
-                    answers: Vec::new(),
-                    soa: soa(),
-                    additionals: Vec::new(),
-                    authorities: Vec::new(),
-                    forward: false,
-                }
+                reply.metadata.response_code = ResponseCode::NXDomain;
+                reply.soa = with_soa.then(|| self.soa(snapshot.revision()));
+            }
+            Answer::Records(_) | Answer::WithAdditionals(..) | Answer::NoData => {
+                reply.soa = with_soa.then(|| self.soa(snapshot.revision()));
             }
         }
+        reply
     }
 }
 
@@ -563,17 +547,15 @@ impl RequestHandler for Handler {
             builder.edns(e);
         }
         let mut reply = self.reply(request);
-        let forwarded;
         if reply.forward {
-            forwarded = forward::forward(&self.forward_to, request.as_slice()).await;
-            match &forwarded {
+            match forward::forward(&self.forward_to, request.as_slice()).await {
                 Some(message) => {
                     reply.metadata.response_code = message.metadata.response_code;
                     reply.metadata.recursion_available = message.metadata.recursion_available;
                     reply.metadata.authoritative = false;
-                    reply.answers = message.answers.clone();
-                    reply.authorities = message.authorities.clone();
-                    reply.additionals = message.additionals.clone();
+                    reply.answers = message.answers;
+                    reply.authorities = message.authorities;
+                    reply.additionals = message.additionals;
                 }
                 None => reply.metadata.response_code = ResponseCode::ServFail,
             }
