@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
+use muster_core::Record;
 use muster_proto::v1;
 use muster_proto::v1::directory_client::DirectoryClient;
 use serde::Serialize;
@@ -106,12 +107,12 @@ pub async fn lookup(name: &str, args: &ClientArgs) -> Result<Outcome, ClientErro
     {
         Ok(response) => {
             let response = response.into_inner();
-            print_records(&response.records, response.revision, args.output)?;
+            print_records(response.records, response.revision, args.output)?;
             Ok(Outcome::Found)
         }
         Err(status) if status.code() == Code::NotFound => {
             if args.output == Output::Json {
-                print_records(&[], 0, args.output)?;
+                print_records(Vec::new(), 0, args.output)?;
             }
             eprintln!("{}", status.message());
             Ok(Outcome::NotFound)
@@ -130,8 +131,9 @@ pub async fn list(selector: &str, args: &ClientArgs) -> Result<Outcome, ClientEr
         .await
         .map_err(|s| call_error(&args.addr, s))?
         .into_inner();
-    print_records(&response.records, response.revision, args.output)?;
-    Ok(if response.records.is_empty() {
+    let found = !response.records.is_empty();
+    print_records(response.records, response.revision, args.output)?;
+    Ok(if !found {
         if args.output == Output::Table {
             eprintln!("no records match");
         }
@@ -205,9 +207,9 @@ struct RecordJson<'a> {
     finished_at: Option<String>,
     /// The addresses the name resolves to in DNS (those not local to the
     /// record's host), in the order published.
-    addresses: Vec<&'a str>,
+    addresses: Vec<String>,
     /// Every address by network, local ones included.
-    networks: BTreeMap<&'a str, Vec<&'a str>>,
+    networks: BTreeMap<&'a str, Vec<String>>,
     /// Networks whose addresses are local to the record's host.
     local_networks: Vec<&'a str>,
     ports: Vec<String>,
@@ -215,56 +217,44 @@ struct RecordJson<'a> {
     source: &'static str,
 }
 
-impl<'a> From<&'a v1::Record> for RecordJson<'a> {
-    fn from(r: &'a v1::Record) -> RecordJson<'a> {
-        let mut networks: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+fn rfc3339(unix_secs: Option<i64>) -> Option<String> {
+    unix_secs.filter(|t| *t > 0).map(|t| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t as u64)).to_string()
+    })
+}
+
+impl<'a> From<&'a Record> for RecordJson<'a> {
+    fn from(r: &'a Record) -> RecordJson<'a> {
+        let mut networks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for a in &r.addresses {
-            networks.entry(&a.network).or_default().push(&a.ip);
+            networks
+                .entry(&a.network)
+                .or_default()
+                .push(a.ip.to_string());
         }
+        let mut local_networks: Vec<&str> = r
+            .addresses
+            .iter()
+            .filter(|a| a.local)
+            .map(|a| a.network.as_str())
+            .collect();
+        local_networks.dedup();
         RecordJson {
             id: &r.id,
             name: &r.name,
             aliases: &r.aliases,
             host: &r.host,
-            state: state_name(r.state()),
-            health: health_name(r.health()),
+            state: r.state.as_str(),
+            health: r.health.as_str(),
             image: &r.image,
-            started_at: (r.started_at > 0).then(|| {
-                humantime::format_rfc3339_seconds(
-                    UNIX_EPOCH + Duration::from_secs(r.started_at as u64),
-                )
-                .to_string()
-            }),
-            addresses: r
-                .addresses
-                .iter()
-                .filter(|a| !a.local)
-                .map(|a| a.ip.as_str())
-                .collect(),
+            started_at: rfc3339(r.started_at),
+            finished_at: rfc3339(r.finished_at),
+            addresses: r.routable_addresses().map(|ip| ip.to_string()).collect(),
             networks,
-            local_networks: {
-                let mut local: Vec<&str> = r
-                    .addresses
-                    .iter()
-                    .filter(|a| a.local)
-                    .map(|a| a.network.as_str())
-                    .collect();
-                local.dedup();
-                local
-            },
-            finished_at: (r.finished_at > 0).then(|| {
-                humantime::format_rfc3339_seconds(
-                    UNIX_EPOCH + Duration::from_secs(r.finished_at as u64),
-                )
-                .to_string()
-            }),
-            ports: r.ports.iter().map(port_text).collect(),
+            local_networks,
+            ports: r.ports.iter().map(ToString::to_string).collect(),
             labels: &r.labels,
-            source: match r.source() {
-                v1::Source::Static => "static",
-                v1::Source::Docker => "docker",
-                v1::Source::Registered => "registered",
-            },
+            source: r.source.as_str(),
         }
     }
 }
@@ -307,37 +297,6 @@ impl From<&v1::Member> for MemberJson {
     }
 }
 
-fn state_name(s: v1::State) -> &'static str {
-    match s {
-        v1::State::Running => "running",
-        v1::State::Created => "created",
-        v1::State::Restarting => "restarting",
-        v1::State::Paused => "paused",
-        v1::State::Exited => "exited",
-    }
-}
-
-fn health_name(h: v1::Health) -> &'static str {
-    match h {
-        v1::Health::None => "none",
-        v1::Health::Starting => "starting",
-        v1::Health::Healthy => "healthy",
-        v1::Health::Unhealthy => "unhealthy",
-    }
-}
-
-fn port_text(p: &v1::Port) -> String {
-    let proto = match p.protocol() {
-        v1::Protocol::Tcp => "tcp",
-        v1::Protocol::Udp => "udp",
-        v1::Protocol::Sctp => "sctp",
-    };
-    match p.host_port {
-        0 => format!("{}/{proto}", p.port),
-        host => format!("{host}:{}/{proto}", p.port),
-    }
-}
-
 /// "3m ago" for a start time.
 fn age(started_at: i64) -> String {
     if started_at <= 0 {
@@ -356,7 +315,14 @@ fn age(started_at: i64) -> String {
     format!("{n}{unit} ago")
 }
 
-fn print_records(records: &[v1::Record], revision: u64, output: Output) -> Result<(), ClientError> {
+/// Converts the agent's records to core records (checked as any wire
+/// input is) and prints them.
+fn print_records(wire: Vec<v1::Record>, revision: u64, output: Output) -> Result<(), ClientError> {
+    let records = wire
+        .into_iter()
+        .map(Record::try_from)
+        .collect::<Result<Vec<Record>, _>>()
+        .map_err(|e| ClientError(format!("the agent sent a bad record: {e}")))?;
     match output {
         Output::Json => print_json(&RecordsJson {
             records: records.iter().map(RecordJson::from).collect(),
@@ -369,14 +335,10 @@ fn print_records(records: &[v1::Record], revision: u64, output: Output) -> Resul
             let mut t = table();
             writeln!(t, "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED")
                 .map_err(io_error)?;
-            for r in records {
-                let addresses: Vec<&str> = r
-                    .addresses
-                    .iter()
-                    .filter(|a| !a.local)
-                    .map(|a| a.ip.as_str())
-                    .collect();
-                let ports: Vec<String> = r.ports.iter().map(port_text).collect();
+            for r in &records {
+                let addresses: Vec<String> =
+                    r.routable_addresses().map(|ip| ip.to_string()).collect();
+                let ports: Vec<String> = r.ports.iter().map(ToString::to_string).collect();
                 let labels: Vec<String> =
                     r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
@@ -385,11 +347,11 @@ fn print_records(records: &[v1::Record], revision: u64, output: Output) -> Resul
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     r.name,
                     r.host,
-                    state_name(r.state()),
+                    r.state.as_str(),
                     dash(addresses.join(",")),
                     dash(ports.join(",")),
                     dash(labels.join(",")),
-                    age(r.started_at),
+                    age(r.started_at.unwrap_or(0)),
                 )
                 .map_err(io_error)?;
             }
