@@ -258,14 +258,7 @@ labels = { "muster.service" = "web" }
     )
     .await;
     let ip = b.spec.ip.clone();
-    let short = |args: &[&str]| -> Vec<String> {
-        let mut lines: Vec<String> = dig(&ip, DNS_PORT, &[&["+short"], args].concat())
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        lines.sort();
-        lines
-    };
+    let short = |args: &[&str]| dig_sorted(&ip, DNS_PORT, args);
     eventually(Duration::from_secs(10), "web-1 from both hosts", || async {
         (short(&["web-1.muster"]) == ["10.0.0.5", "10.0.1.5"]).then_some(())
     })
@@ -400,14 +393,7 @@ health = "unhealthy"
     ))
     .await;
     let ip = a.spec.ip.clone();
-    let short = |name: &str| -> Vec<String> {
-        let mut v: Vec<String> = dig(&ip, DNS_PORT, &["+short", name])
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        v.sort();
-        v
-    };
+    let short = |name: &str| dig_sorted(&ip, DNS_PORT, &[name]);
     eventually(Duration::from_secs(10), "records served", || async {
         (a.lookup("db-1").await.len() == 1).then_some(())
     })

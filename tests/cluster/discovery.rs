@@ -231,15 +231,8 @@ async fn health_and_network_changes_are_followed() {
 /// Names of the records of this run, as an agent lists them.
 async fn listed(agent: &Agent, run: &str) -> BTreeSet<String> {
     agent
-        .client()
+        .list(&format!("muster.test.run={run}"))
         .await
-        .list(v1::ListRequest {
-            selector: format!("muster.test.run={run}"),
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .records
         .into_iter()
         .map(|r| r.name)
         .collect()

@@ -238,6 +238,19 @@ impl Agent {
         }
     }
 
+    /// Records this agent lists for `selector` (empty: all).
+    pub async fn list(&self, selector: &str) -> Vec<v1::Record> {
+        self.client()
+            .await
+            .list(v1::ListRequest {
+                selector: selector.to_owned(),
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .records
+    }
+
     pub async fn members(&self) -> Vec<v1::Member> {
         self.client()
             .await
@@ -327,6 +340,16 @@ pub fn dig(server_ip: &str, port: u16, args: &[&str]) -> String {
         .output()
         .expect("dig is installed (see README: tests/setup.sh)");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dig +short` answer lines, sorted.
+pub fn dig_sorted(server_ip: &str, port: u16, args: &[&str]) -> Vec<String> {
+    let mut lines: Vec<String> = dig(server_ip, port, &[&["+short"], args].concat())
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// The answer of dnspython, as JSON: `{"rcode": "NOERROR", "answers": [...],

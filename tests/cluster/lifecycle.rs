@@ -75,16 +75,8 @@ async fn killed_agent_records_leave_dns_after_the_grace_and_return_once_on_resta
     })
     .await;
     assert!(a_member.generation > first_generation);
-    let all = c
-        .client()
-        .await
-        .list(v1::ListRequest {
-            selector: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(all.records.len(), 2, "no duplicates: {:?}", all.records);
+    let all = c.list("").await;
+    assert_eq!(all.len(), 2, "no duplicates: {all:?}");
 }
 
 #[tokio::test]

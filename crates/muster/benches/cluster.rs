@@ -127,17 +127,7 @@ async fn memory(records: usize) -> (u64, u64) {
     let block = loopback_block();
     let (a, _b, c) = three(&block, "200ms", &many_records(records)).await;
     eventually(Duration::from_secs(120), "every record on c", || async {
-        let n = c
-            .client()
-            .await
-            .list(muster_proto::v1::ListRequest {
-                selector: String::new(),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .records
-            .len();
+        let n = c.list("").await.len();
         (n == records).then_some(())
     })
     .await;

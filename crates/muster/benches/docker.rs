@@ -130,17 +130,7 @@ async fn reconcile() -> (Duration, Duration) {
     let start = Instant::now();
     proxy.restart();
     eventually(Duration::from_secs(120), "500 records", || async {
-        let n = a
-            .client()
-            .await
-            .list(muster_proto::v1::ListRequest {
-                selector: String::new(),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .records
-            .len();
+        let n = a.list("").await.len();
         (n == RECONCILE_CONTAINERS).then_some(())
     })
     .await;
