@@ -194,22 +194,26 @@ fn look(
             .is_none_or(|since| now.duration_since(since) < dead_grace);
         let version_moved = state.max_version() != t.seen_version;
         if version_moved || restarted {
-            let (records, meta) = summarize(state);
-            t.records = records;
-            t.meta = meta;
+            t.meta = meta_of(state);
         }
+        // Each branch walks the node's keys at most once, and counts its
+        // records on the way.
         if !visible {
             if t.visible {
                 info!(host = %name, "host dead past the grace; its records leave the directory");
                 copied.push((name.to_owned(), Copied::Hide));
             }
+            if version_moved || restarted {
+                t.records = state.iter_prefix(RECORD_PREFIX).count();
+            }
         } else if !t.visible || restarted || needs_full_copy(state, t.seen_version) {
-            copied.push((name.to_owned(), Copied::Full(all_records(state))));
+            let all = all_records(state);
+            t.records = all.len();
+            copied.push((name.to_owned(), Copied::Full(all)));
         } else if version_moved {
-            copied.push((
-                name.to_owned(),
-                Copied::Delta(changed_records(state, t.seen_version)),
-            ));
+            let (records, changed) = changed_records(state, t.seen_version);
+            t.records = records;
+            copied.push((name.to_owned(), Copied::Delta(changed)));
         }
         t.visible = visible;
         t.seen_version = state.max_version();
@@ -248,22 +252,26 @@ fn all_records(state: &NodeState) -> Vec<(String, String)> {
         .collect()
 }
 
-fn changed_records(state: &NodeState, seen_version: u64) -> Vec<(String, Option<String>)> {
-    state
-        .key_values_including_deleted()
-        .filter(|(_, v)| v.version > seen_version)
-        .filter_map(|(k, v)| {
-            let id = record_id(k)?.to_owned();
-            Some((id, (!v.is_deleted()).then(|| v.value.clone())))
-        })
-        .collect()
+/// The number of live records, and the record keys changed since
+/// `seen_version` (`None` for deleted ones), in one walk of the keys.
+fn changed_records(state: &NodeState, seen_version: u64) -> (usize, Vec<(String, Option<String>)>) {
+    let mut live = 0;
+    let mut changed = Vec::new();
+    for (key, v) in state.key_values_including_deleted() {
+        let Some(id) = record_id(key) else { continue };
+        if !v.is_deleted() {
+            live += 1;
+        }
+        if v.version > seen_version {
+            changed.push((id.to_owned(), (!v.is_deleted()).then(|| v.value.clone())));
+        }
+    }
+    (live, changed)
 }
 
-fn summarize(state: &NodeState) -> (usize, BTreeMap<String, String>) {
-    let records = state.iter_prefix(RECORD_PREFIX).count();
-    let meta = state
+fn meta_of(state: &NodeState) -> BTreeMap<String, String> {
+    state
         .iter_prefix(META_PREFIX)
         .map(|(k, v)| (k[META_PREFIX.len()..].to_owned(), v.value.clone()))
-        .collect();
-    (records, meta)
+        .collect()
 }
