@@ -168,41 +168,35 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     drop(updates_tx);
     // Every step is bounded: a stuck peer or client must not keep the
     // process from exiting.
-    let bounded = |what: &'static str| {
-        move |r: Result<(), tokio::time::error::Elapsed>| {
-            if r.is_err() {
-                warn!("{what} did not stop within {SHUTDOWN_STEP:?}; exiting anyway");
-            }
+    within("source forwarding", async {
+        let _ = forwarder.await;
+    })
+    .await;
+    within("DNS server", dns.shutdown()).await;
+    within("gRPC server", async {
+        match grpc_task.await {
+            Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
+            Err(e) => warn!(error = %e, "gRPC server task failed"),
+            Ok(Ok(())) => {}
         }
-    };
-    bounded("source forwarding")(
-        tokio::time::timeout(SHUTDOWN_STEP, async {
-            let _ = forwarder.await;
-        })
-        .await,
-    );
-    bounded("DNS server")(tokio::time::timeout(SHUTDOWN_STEP, dns.shutdown()).await);
-    bounded("gRPC server")(
-        tokio::time::timeout(SHUTDOWN_STEP, async {
-            match grpc_task.await {
-                Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
-                Err(e) => warn!(error = %e, "gRPC server task failed"),
-                Ok(Ok(())) => {}
-            }
-        })
-        .await,
-    );
-    bounded("HTTP server")(
-        tokio::time::timeout(SHUTDOWN_STEP, async {
-            if let Ok(Err(e)) = http_task.await {
-                warn!(error = %e, "HTTP server stopped with an error");
-            }
-        })
-        .await,
-    );
-    bounded("gossip")(tokio::time::timeout(SHUTDOWN_STEP, gossip.shutdown()).await);
+    })
+    .await;
+    within("HTTP server", async {
+        if let Ok(Err(e)) = http_task.await {
+            warn!(error = %e, "HTTP server stopped with an error");
+        }
+    })
+    .await;
+    within("gossip", gossip.shutdown()).await;
     info!("stopped");
     outcome
+}
+
+/// Waits for one shutdown step for at most [`SHUTDOWN_STEP`].
+async fn within(what: &str, step: impl Future<Output = ()>) {
+    if tokio::time::timeout(SHUTDOWN_STEP, step).await.is_err() {
+        warn!("{what} did not stop within {SHUTDOWN_STEP:?}; exiting anyway");
+    }
 }
 
 /// Forwards source updates to gossip, logging what was refused.
