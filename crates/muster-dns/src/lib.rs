@@ -28,10 +28,11 @@
 #![warn(missing_docs)]
 
 mod forward;
+mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -40,11 +41,12 @@ use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use muster_core::Snapshot;
 use thiserror::Error;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tracing::warn;
 
 /// A record label `muster.port.<name>=<number>` names a port for SRV.
@@ -526,48 +528,130 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// The OPT for a reply (RFC 6891): present when the query had one, and
+    /// carrying the smaller of the client's buffer and ours. hickory sizes
+    /// the UDP reply by it: a reply that does not fit is cut with TC set,
+    /// and the client retries over TCP.
+    fn edns_for(request: &Request) -> Option<Edns> {
+        request.edns.as_ref().map(|_| {
+            let mut e = Edns::new();
+            e.set_max_payload(request.max_payload().min(MAX_UDP_PAYLOAD));
+            e
+        })
+    }
+
+    /// Asks the upstreams for a name outside the zone.
+    async fn forwarded(&self, request: &Request) -> Reply {
+        let mut reply = self.reply(request);
+        match forward::forward(&self.forward_to, request.as_slice()).await {
+            Some(message) => {
+                reply.metadata.response_code = message.metadata.response_code;
+                reply.metadata.recursion_available = message.metadata.recursion_available;
+                reply.metadata.authoritative = false;
+                reply.answers = message.answers;
+                reply.authorities = message.authorities;
+                reply.additionals = message.additionals;
+            }
+            None => reply.metadata.response_code = ResponseCode::ServFail,
+        }
+        reply
+    }
+
+    /// Encodes the UDP reply to `request` into `out` without waiting;
+    /// `false` (and nothing written) when it must be forwarded upstream.
+    pub(crate) fn answer_now(&self, request: &Request, out: &mut Vec<u8>) -> bool {
+        let reply = self.reply(request);
+        if reply.forward {
+            return false;
+        }
+        encode_udp(request, &reply, Handler::edns_for(request).as_ref(), out);
+        true
+    }
+
+    /// The encoded UDP reply to a query forwarded upstream.
+    pub(crate) async fn answer_forwarded(&self, request: &Request) -> Vec<u8> {
+        let reply = self.forwarded(request).await;
+        let mut out = Vec::with_capacity(512);
+        encode_udp(
+            request,
+            &reply,
+            Handler::edns_for(request).as_ref(),
+            &mut out,
+        );
+        out
+    }
+}
+
+/// The message hickory would send for `reply`.
+fn response<'a>(
+    request: &'a Request,
+    reply: &'a Reply,
+    edns: Option<&'a Edns>,
+) -> hickory_server::zone_handler::MessageResponse<
+    'a,
+    'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+> {
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = edns {
+        builder.edns(e);
+    }
+    builder.build(
+        reply.metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        reply.soa.iter(),
+        reply.additionals.iter(),
+    )
+}
+
+/// Encodes a UDP reply into `out` as hickory does: at most the OPT's
+/// payload size (512 bytes without EDNS), cut with TC set when it does not
+/// fit, SERVFAIL if it cannot be encoded at all.
+fn encode_udp(request: &Request, reply: &Reply, edns: Option<&Edns>, out: &mut Vec<u8>) {
+    let max = edns.map_or(512, |e| e.max_payload());
+    let mut encoder = BinEncoder::new(out);
+    encoder.set_max_size(max);
+    if let Err(e) = response(request, reply, edns).destructive_emit(&mut encoder) {
+        warn!(error = %e, "DNS: a reply could not be encoded");
+        out.clear();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = ResponseCode::ServFail;
+        let header = hickory_server::proto::op::Header {
+            metadata,
+            counts: Default::default(),
+        };
+        let _ = header.emit(&mut BinEncoder::new(out));
+    }
+}
+
+/// hickory-server's side: TCP connections (UDP has its own loop, [`udp`]).
+struct Tcp(Arc<Handler>);
+
 #[async_trait::async_trait]
-impl RequestHandler for Handler {
+impl RequestHandler for Tcp {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        // EDNS0 (RFC 6891): answer an OPT with an OPT carrying our own size.
-        // hickory sizes the UDP reply by the reply's OPT, so it carries the
-        // smaller of the client's buffer and ours: a reply that does not fit
-        // is cut with TC set, and the client retries over TCP.
-        let edns = request.edns.as_ref().map(|_| {
-            let mut e = Edns::new();
-            e.set_max_payload(request.max_payload().min(MAX_UDP_PAYLOAD));
-            e
-        });
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
-        let mut reply = self.reply(request);
-        if reply.forward {
-            match forward::forward(&self.forward_to, request.as_slice()).await {
-                Some(message) => {
-                    reply.metadata.response_code = message.metadata.response_code;
-                    reply.metadata.recursion_available = message.metadata.recursion_available;
-                    reply.metadata.authoritative = false;
-                    reply.answers = message.answers;
-                    reply.authorities = message.authorities;
-                    reply.additionals = message.additionals;
-                }
-                None => reply.metadata.response_code = ResponseCode::ServFail,
-            }
-        }
-        let response = builder.build(
-            reply.metadata,
-            reply.answers.iter(),
-            reply.authorities.iter(),
-            reply.soa.iter(),
-            reply.additionals.iter(),
-        );
-        send(&mut response_handle, response).await
+        let handler = &self.0;
+        let edns = Handler::edns_for(request);
+        let reply = handler.reply(request);
+        let reply = if reply.forward {
+            handler.forwarded(request).await
+        } else {
+            reply
+        };
+        send(
+            &mut response_handle,
+            response(request, &reply, edns.as_ref()),
+        )
+        .await
     }
 }
 
@@ -599,7 +683,9 @@ async fn send<'a, R: ResponseHandler>(
 
 /// A running DNS server; dropping it does not stop it, [`DnsServer::shutdown`] does.
 pub struct DnsServer {
-    server: Server<Handler>,
+    server: Server<Tcp>,
+    udp: std::thread::JoinHandle<()>,
+    stop_udp: Arc<AtomicBool>,
     addr: SocketAddr,
 }
 
@@ -607,13 +693,11 @@ impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a free port, the same for
     /// both) and starts answering.
     pub async fn bind(addr: SocketAddr, handler: Handler) -> Result<DnsServer, DnsError> {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                addr,
-                proto: "udp",
-                source,
-            })?;
+        let udp = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
         let addr = udp.local_addr().map_err(|source| DnsError::Bind {
             addr,
             proto: "udp",
@@ -626,10 +710,25 @@ impl DnsServer {
                 proto: "tcp",
                 source,
             })?;
-        let mut server = Server::new(handler);
-        server.register_socket(udp);
+        let handler = Arc::new(handler);
+        let stop_udp = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        let udp =
+            udp::spawn(udp, handler.clone(), runtime, stop_udp.clone()).map_err(|source| {
+                DnsError::Bind {
+                    addr,
+                    proto: "udp",
+                    source,
+                }
+            })?;
+        let mut server = Server::new(Tcp(handler));
         server.register_listener(tcp, TCP_TIMEOUT, 64 * 1024);
-        Ok(DnsServer { server, addr })
+        Ok(DnsServer {
+            server,
+            udp,
+            stop_udp,
+            addr,
+        })
     }
 
     /// The address served (UDP and TCP).
@@ -637,8 +736,11 @@ impl DnsServer {
         self.addr
     }
 
-    /// Stops accepting queries and waits for those in flight.
+    /// Stops accepting queries and waits for TCP queries in flight.
     pub async fn shutdown(mut self) {
+        self.stop_udp.store(true, Ordering::Relaxed);
+        let udp = self.udp;
+        let _ = tokio::task::spawn_blocking(move || udp.join()).await;
         if let Err(e) = self.server.shutdown_gracefully().await {
             warn!(error = %e, "DNS server did not shut down cleanly");
         }
