@@ -116,7 +116,7 @@ enum Outcome {
     /// Nothing to answer (not even a DNS header).
     Drop,
     /// Outside the zone, for the configured upstreams.
-    Forward(Request),
+    Forward(Box<Request>),
 }
 
 /// Answers one packet into `out`, as hickory's own server would: no reply
@@ -144,7 +144,7 @@ fn answer(handler: &Handler, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
     if handler.answer_now(&request, out) {
         Outcome::Reply
     } else {
-        Outcome::Forward(request)
+        Outcome::Forward(Box::new(request))
     }
 }
 
