@@ -583,6 +583,20 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// The UDP reply to one raw packet from `src`, exactly as the UDP
+    /// server computes it: `None` when the packet gets no reply (shorter
+    /// than a DNS header) or would be forwarded upstream. The request path
+    /// with no socket around it, for the fuzz target and tests.
+    pub fn answer_packet(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        match udp::answer(self, packet, src, &mut out) {
+            udp::Outcome::Reply => Some(out),
+            udp::Outcome::Drop | udp::Outcome::Forward(_) => None,
+        }
+    }
+}
+
 /// The message hickory would send for `reply`.
 fn response<'a>(
     request: &'a Request,

@@ -110,7 +110,7 @@ fn serve(
 }
 
 /// What became of one packet.
-enum Outcome {
+pub(crate) enum Outcome {
     /// The reply is in the output buffer.
     Reply,
     /// Nothing to answer (not even a DNS header).
@@ -121,7 +121,7 @@ enum Outcome {
 
 /// Answers one packet into `out`, as hickory's own server would: no reply
 /// to fewer than 12 bytes, FORMERR to a header followed by garbage.
-fn answer(handler: &Handler, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Outcome {
+pub(crate) fn answer(handler: &Handler, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Outcome {
     let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
         Ok(request) => request,
         Err(_) => {
