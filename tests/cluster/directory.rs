@@ -187,6 +187,75 @@ async fn dns_answers_negative_and_out_of_zone_questions_correctly() {
 }
 
 #[tokio::test]
+async fn configured_reverse_zones_and_any_queries_follow_the_rfcs() {
+    let block = loopback_block();
+    let a = Agent::start(
+        AgentSpec::new(&block, 1, "a")
+            .with_records(WEB_RECORDS)
+            .with_args(&["--reverse-zone", "10.0.0.0/8,fd00::/16"]),
+    )
+    .await;
+    let ip = a.spec.ip.clone();
+    let port = a.dns_port();
+    eventually(Duration::from_secs(10), "web-1 to be served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    let ask = |name: &str, rtype: &str| dnspython(&ip, port, name, rtype, false);
+
+    // A known address: its PTR, as without reverse zones.
+    assert_eq!(
+        ask("5.0.0.10.in-addr.arpa.", "PTR")["answers"],
+        serde_json::json!(["web-1.muster."])
+    );
+    // The apex of a configured reverse zone has a SOA and NS.
+    let soa = ask("10.in-addr.arpa.", "SOA");
+    assert_eq!(soa["answer_names"], serde_json::json!(["10.in-addr.arpa."]));
+    assert_eq!(
+        dig(&ip, port, &["+short", "10.in-addr.arpa", "NS"]).trim(),
+        "a.host.muster."
+    );
+    // A name with addresses below it exists (NODATA), an address that is
+    // not in the directory does not (NXDOMAIN); both carry the reverse
+    // zone's SOA, IPv4 and IPv6 alike.
+    for (name, rcode) in [
+        ("0.10.in-addr.arpa.", "NOERROR"),
+        ("9.9.9.10.in-addr.arpa.", "NXDOMAIN"),
+        ("0.0.0.0.d.f.ip6.arpa.", "NOERROR"),
+        ("1.0.0.0.d.f.ip6.arpa.", "NXDOMAIN"),
+    ] {
+        let reply = ask(name, "PTR");
+        assert_eq!(reply["rcode"], rcode, "{name}: {reply}");
+        assert_eq!(reply["answers"], serde_json::json!([]), "{name}");
+        assert_eq!(
+            reply["authority_types"],
+            serde_json::json!(["SOA"]),
+            "{name}"
+        );
+        let zone = if name.ends_with("ip6.arpa.") {
+            "0.0.d.f.ip6.arpa."
+        } else {
+            "10.in-addr.arpa."
+        };
+        assert_eq!(
+            reply["authority_names"],
+            serde_json::json!([zone]),
+            "{name}"
+        );
+    }
+    // Outside every configured zone, muster is not authoritative.
+    assert_eq!(ask("1.2.0.192.in-addr.arpa.", "PTR")["rcode"], "REFUSED");
+
+    // ANY is answered minimally (RFC 8482): the SOA alone at the apex, the
+    // address records alone for a name (no TXT, no SRV expansion).
+    let any = ask("muster.", "ANY");
+    assert_eq!(any["answer_types"], serde_json::json!(["SOA"]));
+    let any = ask("web-1.muster.", "ANY");
+    assert_eq!(any["answer_types"], serde_json::json!(["A", "AAAA"]));
+    assert_eq!(ask("nope.muster.", "ANY")["rcode"], "NXDOMAIN");
+}
+
+#[tokio::test]
 async fn list_filters_by_equality_selectors_and_rejects_bad_ones() {
     let block = loopback_block();
     let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;

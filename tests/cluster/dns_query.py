@@ -33,8 +33,10 @@ def main() -> None:
         "question": [rrset.name.to_text() for rrset in reply.question],
         "answers": sorted(rd.to_text() for rrset in reply.answer for rd in rrset),
         "answer_names": sorted({rrset.name.to_text() for rrset in reply.answer}),
+        "answer_types": sorted({dns.rdatatype.to_text(rrset.rdtype) for rrset in reply.answer}),
         "authority": [rd.to_text() for rrset in reply.authority for rd in rrset],
         "authority_types": [dns.rdatatype.to_text(rrset.rdtype) for rrset in reply.authority],
+        "authority_names": [rrset.name.to_text() for rrset in reply.authority],
     }))
 
 

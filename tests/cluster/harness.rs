@@ -115,6 +115,12 @@ impl AgentSpec {
         self
     }
 
+    /// More command-line flags for `muster agent`.
+    pub fn with_args(mut self, args: &[&str]) -> AgentSpec {
+        self.extra_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
     pub fn with_records(mut self, toml: &str) -> AgentSpec {
         self.static_records = Some(toml.to_owned());
         self

@@ -95,6 +95,8 @@ pub struct Snapshot {
     hosts: HashMap<Arc<str>, OrdMap<Arc<str>, Arc<Record>>>,
     by_name: HashMap<Arc<str>, Arc<[Arc<Record>]>>,
     by_ip: HashMap<IpAddr, Arc<[Arc<Record>]>>,
+    /// The keys of `by_ip` in order, for questions about address ranges.
+    ips: OrdSet<IpAddr>,
     by_service: HashMap<Arc<str>, Arc<[Arc<Record>]>>,
     by_label: HashMap<(Arc<str>, Arc<str>), OrdSet<RecordKey>>,
     members: Arc<[Member]>,
@@ -155,6 +157,16 @@ impl Snapshot {
     /// Records holding `ip` on any network.
     pub fn by_ip(&self, ip: IpAddr) -> &[Arc<Record>] {
         self.by_ip.get(&ip).map_or(&[], |r| r)
+    }
+
+    /// Whether any record or member holds an address from `first` to
+    /// `last`, both included (a reverse DNS name that has names below it).
+    pub fn has_address_between(&self, first: IpAddr, last: IpAddr) -> bool {
+        self.ips.range(first..=last).next().is_some()
+            || self.members.iter().any(|m| {
+                let ip = m.gossip_addr.ip();
+                first <= ip && ip <= last
+            })
     }
 
     /// One record by host and id.
@@ -283,6 +295,7 @@ impl Snapshot {
         ips.dedup();
         for ip in ips {
             add_to_list(&mut self.by_ip, ip, &record);
+            self.ips.insert(ip);
         }
         for (k, v) in &record.labels {
             self.by_label
@@ -311,6 +324,9 @@ impl Snapshot {
         }
         for address in &old.addresses {
             remove_from_list(&mut self.by_ip, address.ip, &old);
+            if !self.by_ip.contains_key(&address.ip) {
+                self.ips.remove(&address.ip);
+            }
         }
         let key = key_of(&old);
         for (k, v) in &old.labels {
@@ -432,6 +448,10 @@ mod tests {
         assert!(s.select(&"app=web".parse().unwrap()).is_empty());
         assert_eq!(names(s.lookup("api-1")), ["api-1@a"]);
         assert_eq!(names(s.by_ip("10.0.0.9".parse().unwrap())), ["api-1@a"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(s.has_address_between(ip("10.0.0.0"), ip("10.0.0.255")));
+        assert!(!s.has_address_between(ip("10.0.0.1"), ip("10.0.0.1")));
+        assert!(!s.has_address_between(ip("10.0.1.0"), ip("10.255.255.255")));
         assert_eq!(names(&s.select(&"app=api".parse().unwrap())), ["api-1@a"]);
         assert_eq!(s.len(), 1);
     }

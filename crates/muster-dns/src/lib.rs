@@ -44,6 +44,7 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use ipnet::IpNet;
 use muster_core::Snapshot;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -73,6 +74,14 @@ pub enum DnsError {
         /// Why.
         reason: String,
     },
+    /// A reverse zone that is not on a label boundary.
+    #[error("reverse zone {net} must end on a label boundary: {reason}")]
+    BadReverseZone {
+        /// The network as given.
+        net: IpNet,
+        /// Why.
+        reason: &'static str,
+    },
     /// A socket could not be bound.
     #[error("cannot listen for DNS on {addr} ({proto}): {source}")]
     Bind {
@@ -96,6 +105,37 @@ pub struct DnsConfig {
     pub node_name: String,
     /// Resolvers to forward names outside the zone to; empty: REFUSED.
     pub forward_to: Vec<SocketAddr>,
+    /// Reverse zones muster is authoritative for (`10.0.0.0/8` is
+    /// `10.in-addr.arpa`): SOA and NS at their apex, NXDOMAIN for addresses
+    /// that are not in the directory. Outside them muster answers PTR only
+    /// for addresses it knows, and REFUSED (or forwards) the rest.
+    pub reverse_zones: Vec<IpNet>,
+}
+
+/// A reverse zone muster is authoritative for.
+struct ReverseZone {
+    lower: LowerName,
+    apex: Name,
+}
+
+impl ReverseZone {
+    /// The zone of `net`, whose prefix must be a whole number of labels
+    /// (octets for IPv4, nibbles for IPv6).
+    fn new(net: IpNet) -> Result<ReverseZone, DnsError> {
+        let bad = |reason| DnsError::BadReverseZone { net, reason };
+        let labels = match net {
+            IpNet::V4(v4) if v4.prefix_len() % 8 == 0 && v4.prefix_len() > 0 => v4.prefix_len() / 8,
+            IpNet::V4(_) => return Err(bad("an IPv4 prefix must be 8, 16, 24 or 32 bits")),
+            IpNet::V6(v6) if v6.prefix_len() % 4 == 0 && v6.prefix_len() > 0 => v6.prefix_len() / 4,
+            IpNet::V6(_) => return Err(bad("an IPv6 prefix must be a multiple of 4 bits")),
+        };
+        // The full address's name, less the labels below the prefix.
+        let apex = Name::from(net.network()).trim_to(labels as usize + 2);
+        Ok(ReverseZone {
+            lower: LowerName::new(&apex),
+            apex,
+        })
+    }
 }
 
 /// Answers DNS queries from the latest snapshot.
@@ -110,6 +150,7 @@ pub struct Handler {
     /// Turns of the round robin over service group answers.
     rotation: AtomicUsize,
     forward_to: Vec<SocketAddr>,
+    reverse_zones: Vec<ReverseZone>,
 }
 
 impl Handler {
@@ -139,10 +180,16 @@ impl Handler {
             hostmaster,
             rotation: AtomicUsize::new(0),
             forward_to: config.forward_to.clone(),
+            reverse_zones: config
+                .reverse_zones
+                .iter()
+                .map(|net| ReverseZone::new(*net))
+                .collect::<Result<_, _>>()?,
         })
     }
 
-    fn soa(&self, serial: u64) -> Record {
+    /// The SOA of a zone muster serves (its own or a reverse zone).
+    fn soa(&self, apex: &Name, serial: u64) -> Record {
         let soa = SOA::new(
             self.ns.clone(),
             self.hostmaster.clone(),
@@ -152,7 +199,7 @@ impl Handler {
             86400,
             self.ttl,
         );
-        Record::from_rdata(self.apex.clone(), self.ttl, RData::SOA(soa))
+        Record::from_rdata(apex.clone(), self.ttl, RData::SOA(soa))
     }
 
     /// Works out the answer to one in-zone question.
@@ -188,15 +235,7 @@ impl Handler {
             )
         };
         match labels {
-            [] => match qtype {
-                RecordType::SOA => Answer::Records(vec![self.soa(snapshot.revision())]),
-                RecordType::NS => Answer::Records(vec![Record::from_rdata(
-                    owner.clone(),
-                    self.ttl,
-                    RData::NS(NS(self.ns.clone())),
-                )]),
-                _ => Answer::NoData,
-            },
+            [] => self.apex_answer(snapshot, &self.apex, owner, qtype),
             [name] => named(snapshot.lookup(name).iter().collect()),
             [service, label] if *label == SERVICE_LABEL => {
                 let members = snapshot.service(service);
@@ -251,6 +290,50 @@ impl Handler {
                     .filter(|r| r.host.eq_ignore_ascii_case(host))
                     .collect(),
             ),
+            _ => Answer::NxDomain,
+        }
+    }
+
+    /// SOA and NS at the apex of a zone (ANY gets the SOA, RFC 8482).
+    fn apex_answer(
+        &self,
+        snapshot: &Snapshot,
+        apex: &Name,
+        owner: &Name,
+        qtype: RecordType,
+    ) -> Answer {
+        match qtype {
+            RecordType::SOA | RecordType::ANY => {
+                let mut soa = self.soa(apex, snapshot.revision());
+                soa.name = owner.clone();
+                Answer::Records(vec![soa])
+            }
+            RecordType::NS => Answer::Records(vec![Record::from_rdata(
+                owner.clone(),
+                self.ttl,
+                RData::NS(NS(self.ns.clone())),
+            )]),
+            _ => Answer::NoData,
+        }
+    }
+
+    /// A name in a configured reverse zone that is not a known address: the
+    /// apex, a name with addresses below it (NODATA), or NXDOMAIN.
+    fn reverse_zone_answer(
+        &self,
+        snapshot: &Snapshot,
+        zone: &ReverseZone,
+        owner: &Name,
+        lower: &LowerName,
+        qtype: RecordType,
+    ) -> Answer {
+        if *lower == zone.lower {
+            return self.apex_answer(snapshot, &zone.apex, owner, qtype);
+        }
+        match owner.parse_arpa_name() {
+            Ok(net) if snapshot.has_address_between(net.network(), net.broadcast()) => {
+                Answer::NoData
+            }
             _ => Answer::NxDomain,
         }
     }
@@ -474,13 +557,25 @@ impl Handler {
         let snapshot = self.directory.load();
         if !self.zone.zone_of(info.query.name()) {
             let owner = info.query.original().name();
-            return match self.reverse(&snapshot, owner, info.query.query_type()) {
-                Some(answer) => self.finish(metadata, answer, &snapshot, false),
-                None if !self.forward_to.is_empty() => Reply {
+            let qtype = info.query.query_type();
+            let zone = self
+                .reverse_zones
+                .iter()
+                .find(|z| z.lower.zone_of(info.query.name()));
+            return match (self.reverse(&snapshot, owner, qtype), zone) {
+                (Some(answer), zone) => {
+                    self.finish(metadata, answer, &snapshot, zone.map(|z| &z.apex))
+                }
+                (None, Some(zone)) => {
+                    let answer =
+                        self.reverse_zone_answer(&snapshot, zone, owner, info.query.name(), qtype);
+                    self.finish(metadata, answer, &snapshot, Some(&zone.apex))
+                }
+                (None, None) if !self.forward_to.is_empty() => Reply {
                     forward: true,
                     ..Reply::empty(metadata)
                 },
-                None => error(metadata, ResponseCode::Refused),
+                (None, None) => error(metadata, ResponseCode::Refused),
             };
         }
         let owner = info.query.original().name().clone();
@@ -494,17 +589,17 @@ impl Handler {
             .map(|l| std::str::from_utf8(l).unwrap_or("\u{fffd}"))
             .collect();
         let answer = self.resolve(&snapshot, &owner, &labels, info.query.query_type());
-        self.finish(metadata, answer, &snapshot, true)
+        self.finish(metadata, answer, &snapshot, Some(&self.apex))
     }
 
-    /// The reply for an answer; negative answers carry the zone's SOA when
-    /// `with_soa` (not for reverse names, whose zone is not muster's).
+    /// The reply for an answer; negative answers carry the SOA of `zone`
+    /// (none for reverse names outside the configured reverse zones).
     fn finish(
         &self,
         mut metadata: Metadata,
         answer: Answer,
         snapshot: &Snapshot,
-        with_soa: bool,
+        zone: Option<&Name>,
     ) -> Reply {
         metadata.authoritative = true;
         let mut reply = Reply::empty(metadata);
@@ -518,10 +613,10 @@ impl Handler {
             // answers, the hot path, need none).
             Answer::NxDomain => {
                 reply.metadata.response_code = ResponseCode::NXDomain;
-                reply.soa = with_soa.then(|| self.soa(snapshot.revision()));
+                reply.soa = zone.map(|apex| self.soa(apex, snapshot.revision()));
             }
             Answer::Records(_) | Answer::WithAdditionals(..) | Answer::NoData => {
-                reply.soa = with_soa.then(|| self.soa(snapshot.revision()));
+                reply.soa = zone.map(|apex| self.soa(apex, snapshot.revision()));
             }
         }
         reply
@@ -757,6 +852,35 @@ impl DnsServer {
         let _ = tokio::task::spawn_blocking(move || udp.join()).await;
         if let Err(e) = self.server.shutdown_gracefully().await {
             warn!(error = %e, "DNS server did not shut down cleanly");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(net: &str) -> Result<String, DnsError> {
+        ReverseZone::new(net.parse().unwrap()).map(|z| z.apex.to_string())
+    }
+
+    #[test]
+    fn reverse_zones_are_named_by_their_prefix() {
+        assert_eq!(zone("10.0.0.0/8").unwrap(), "10.in-addr.arpa.");
+        assert_eq!(zone("172.18.0.0/16").unwrap(), "18.172.in-addr.arpa.");
+        assert_eq!(zone("192.168.7.0/24").unwrap(), "7.168.192.in-addr.arpa.");
+        assert_eq!(zone("fd00::/16").unwrap(), "0.0.d.f.ip6.arpa.");
+        assert_eq!(
+            zone("2001:db8::/36").unwrap(),
+            "0.8.b.d.0.1.0.0.2.ip6.arpa."
+        );
+    }
+
+    #[test]
+    fn reverse_zones_off_a_label_boundary_are_refused() {
+        for net in ["10.0.0.0/12", "0.0.0.0/0", "fd00::/10", "::/0"] {
+            let err = zone(net).unwrap_err().to_string();
+            assert!(err.contains("label boundary"), "{net}: {err}");
         }
     }
 }

@@ -121,7 +121,12 @@ pub(crate) enum Outcome {
 
 /// Answers one packet into `out`, as hickory's own server would: no reply
 /// to fewer than 12 bytes, FORMERR to a header followed by garbage.
-pub(crate) fn answer(handler: &Handler, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Outcome {
+pub(crate) fn answer(
+    handler: &Handler,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Outcome {
     let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
         Ok(request) => request,
         Err(_) => {

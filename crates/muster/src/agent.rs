@@ -67,6 +67,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 ttl: config.dns_ttl,
                 node_name: config.node_name.clone(),
                 forward_to: config.dns_forward.clone(),
+                reverse_zones: config.reverse_zones.clone(),
             },
             directory.clone(),
         )?,

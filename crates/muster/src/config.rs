@@ -106,6 +106,19 @@ pub struct AgentArgs {
     )]
     pub dns_forward: Option<Vec<SocketAddr>>,
 
+    /// Reverse zone to be authoritative for, as a network on a label
+    /// boundary (IPv4 /8, /16, /24; IPv6 a multiple of /4); repeat or
+    /// comma-separate for several. PTR of addresses in the directory is
+    /// answered anyway; inside these zones the rest gets NXDOMAIN and the
+    /// apex SOA and NS. Example: --reverse-zone 172.18.0.0/16
+    #[arg(
+        long,
+        env = "MUSTER_REVERSE_ZONE",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub reverse_zone: Option<Vec<ipnet::IpNet>>,
+
     /// Static records file (TOML, `[[record]]` tables), re-read on SIGHUP
     #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
@@ -168,6 +181,7 @@ pub struct AgentConfig {
     pub zone: String,
     pub dns_ttl: u32,
     pub dns_forward: Vec<SocketAddr>,
+    pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
@@ -224,6 +238,7 @@ impl AgentArgs {
             zone: pick!(zone, "muster".to_owned()),
             dns_ttl: pick!(dns_ttl, 5),
             dns_forward: pick!(dns_forward, Vec::new()),
+            reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_secs(1))).0,
