@@ -431,7 +431,15 @@ impl Handler {
 
     /// TXT facts about one record: short, each string well under 255 bytes.
     fn txt(&self, owner: &Name, r: &muster_core::Record) -> Record {
-        let clip = |s: &str| s.chars().take(200).collect::<String>();
+        // At most 200 bytes of a value, cut at a character boundary: with
+        // its key, every string stays under DNS's 255 bytes.
+        let clip = |s: &str| {
+            let end = (0..=s.len().min(200))
+                .rev()
+                .find(|i| s.is_char_boundary(*i))
+                .unwrap_or(0);
+            s[..end].to_owned()
+        };
         let facts = vec![
             format!("id={}", r.id),
             format!("host={}", clip(&r.host)),
@@ -862,6 +870,68 @@ mod tests {
 
     fn zone(net: &str) -> Result<String, DnsError> {
         ReverseZone::new(net.parse().unwrap()).map(|z| z.apex.to_string())
+    }
+
+    /// A handler over a directory holding `records` (host `a`).
+    fn handler_with(records: Vec<muster_core::Record>) -> Handler {
+        let changes = records.into_iter().map(|mut r| {
+            r.host = "a".into();
+            muster_core::Change::Upsert(r)
+        });
+        let snapshot = Snapshot::new().apply(changes);
+        let config = DnsConfig {
+            zone: "muster".into(),
+            ttl: 5,
+            node_name: "a".into(),
+            forward_to: Vec::new(),
+            reverse_zones: Vec::new(),
+        };
+        Handler::new(&config, Arc::new(ArcSwap::from_pointee(snapshot))).unwrap()
+    }
+
+    fn ask(handler: &Handler, name: &str, rtype: RecordType) -> hickory_server::proto::op::Message {
+        use hickory_server::proto::op::{Message, Query};
+        let mut query = Message::query();
+        query.metadata.id = 4242;
+        query.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+        let packet = query.to_vec().unwrap();
+        let reply = handler
+            .answer_packet(&packet, "127.0.0.1:5300".parse().unwrap())
+            .expect("a reply");
+        Message::from_vec(&reply).unwrap()
+    }
+
+    #[test]
+    fn txt_facts_stay_within_dns_string_limits_whatever_the_image_name() {
+        let mut record = muster_core::Record::new("c1", "web-1", muster_core::Source::Static);
+        record.image = "é".repeat(300);
+        let handler = handler_with(vec![record]);
+        let reply = ask(&handler, "web-1.muster.", RecordType::TXT);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.metadata.id, 4242);
+        let RData::TXT(txt) = &reply.answers[0].data else {
+            panic!("not TXT: {:?}", reply.answers);
+        };
+        let image = txt
+            .txt_data
+            .iter()
+            .find(|s| s.starts_with(b"image="))
+            .expect("image fact");
+        assert!(image.len() <= 255, "{} bytes", image.len());
+        assert!(std::str::from_utf8(image).is_ok(), "cut inside a character");
+    }
+
+    #[test]
+    fn fewer_than_twelve_bytes_get_no_reply_and_garbage_after_a_header_gets_formerr() {
+        let handler = handler_with(Vec::new());
+        let src = "127.0.0.1:5300".parse().unwrap();
+        assert!(handler.answer_packet(&[0x12, 0x34, 0x01], src).is_none());
+        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+        packet.extend_from_slice(&[0xff; 7]);
+        let reply = handler.answer_packet(&packet, src).expect("a reply");
+        let reply = hickory_server::proto::op::Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.id, 0x1234);
+        assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     }
 
     #[test]
