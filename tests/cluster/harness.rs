@@ -376,6 +376,44 @@ pub fn dnspython(
     )
 }
 
+/// Many questions (`[name, type]`) in one dnspython process, with options
+/// of dns_query.py (`--tcp`, `--no-edns`, `--payload=N`); one reply each.
+pub fn dnspython_batch(
+    server_ip: &str,
+    port: u16,
+    questions: &[(&str, &str)],
+    options: &[&str],
+) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/cluster/dns_query.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([server_ip, &port.to_string(), "--batch"])
+        .args(options)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is installed");
+    let input = serde_json::to_vec(questions).expect("questions as JSON");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&input)
+        .expect("questions written");
+    let out = child.wait_with_output().expect("dns_query.py ran");
+    assert!(
+        out.status.success(),
+        "dns_query.py failed (is dnspython installed? see README): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("dns_query.py prints JSON")
+}
+
 /// [`dnspython`] with options of dns_query.py (`--tcp`, `--no-edns`,
 /// `--payload=N`).
 pub fn dnspython_with(

@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod conformance;
 mod directory;
 mod discovery;
 mod docker;
