@@ -266,6 +266,7 @@ async fn list_filters_by_equality_selectors_and_rejects_bad_ones() {
     let mut client = a.client().await;
     let list = |selector: &str| v1::ListRequest {
         selector: selector.to_owned(),
+        ..Default::default()
     };
     let names = |r: v1::ListResponse| r.records.into_iter().map(|r| r.name).collect::<Vec<_>>();
 

@@ -250,6 +250,7 @@ impl Agent {
             .await
             .list(v1::ListRequest {
                 selector: selector.to_owned(),
+                ..Default::default()
             })
             .await
             .expect("list")

@@ -7,16 +7,21 @@
 #![warn(missing_docs)]
 
 mod http;
+mod register;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use muster_core::{Selector, Snapshot};
+use muster_core::{Selector, Snapshot, State};
+use muster_gossip::LastHeard;
 use muster_proto::v1;
 use muster_proto::v1::directory_server::{Directory, DirectoryServer};
+use muster_sources::registry::Registry;
 use thiserror::Error;
 use tokio::net::TcpListener;
+
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
@@ -44,12 +49,41 @@ pub enum ApiError {
 #[derive(Clone)]
 pub struct DirectoryService {
     directory: Arc<ArcSwap<Snapshot>>,
+    revisions: tokio::sync::watch::Receiver<u64>,
+    epoch: u64,
+    last_heard: LastHeard,
+    registry: Option<Registry>,
 }
 
 impl DirectoryService {
-    /// A service answering from `directory`.
-    pub fn new(directory: Arc<ArcSwap<Snapshot>>) -> DirectoryService {
-        DirectoryService { directory }
+    /// A service answering from `directory`. `revisions` moves whenever a
+    /// new snapshot is stored (watchers wait on it); `epoch` tells this
+    /// run's revisions from another's (the agent's generation).
+    pub fn new(
+        directory: Arc<ArcSwap<Snapshot>>,
+        revisions: tokio::sync::watch::Receiver<u64>,
+        epoch: u64,
+    ) -> DirectoryService {
+        DirectoryService {
+            directory,
+            revisions,
+            epoch,
+            last_heard: LastHeard::default(),
+            registry: None,
+        }
+    }
+
+    /// Members show when each was last heard from, as `heard` records it.
+    pub fn with_last_heard(mut self, heard: LastHeard) -> DirectoryService {
+        self.last_heard = heard;
+        self
+    }
+
+    /// Register, KeepAlive and Deregister act on `registry`; without one
+    /// they answer UNAVAILABLE.
+    pub fn with_registry(mut self, registry: Registry) -> DirectoryService {
+        self.registry = Some(registry);
+        self
     }
 }
 
@@ -78,17 +112,12 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
-        let text = request.into_inner().selector;
-        if text.len() > MAX_QUERY_BYTES {
-            return Err(Status::invalid_argument("selector longer than 4096 bytes"));
-        }
-        let selector: Selector = text
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let request = request.into_inner();
+        let filter = Filter::from_request(&request.selector, &request.host, request.state)?;
         let snapshot = self.directory.load();
         Ok(Response::new(v1::ListResponse {
-            records: snapshot
-                .select(&selector)
+            records: filter
+                .select(&snapshot)
                 .iter()
                 .map(|r| v1::Record::from(&**r))
                 .collect(),
@@ -101,10 +130,131 @@ impl Directory for DirectoryService {
         _request: Request<v1::MembersRequest>,
     ) -> Result<Response<v1::MembersResponse>, Status> {
         let snapshot = self.directory.load();
+        let members = snapshot
+            .members()
+            .iter()
+            .map(|m| {
+                let mut wire = v1::Member::from(m);
+                wire.last_heard_ms = self
+                    .last_heard
+                    .get(&m.name)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as i64);
+                wire
+            })
+            .collect();
         Ok(Response::new(v1::MembersResponse {
-            members: snapshot.members().iter().map(v1::Member::from).collect(),
+            members,
             revision: snapshot.revision(),
         }))
+    }
+
+    type WatchStream = watch::EventStream;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let filter = Filter::from_request(&request.selector, "", None)?;
+        Ok(Response::new(watch::start(
+            self.directory.clone(),
+            self.revisions.clone(),
+            self.epoch,
+            filter,
+            request.from_revision,
+            request.epoch,
+        )))
+    }
+
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let registry = self.registry()?;
+        register::register(registry, &self.directory.load(), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<v1::KeepAliveRequest>,
+    ) -> Result<Response<v1::KeepAliveResponse>, Status> {
+        let registry = self.registry()?;
+        register::keep_alive(registry, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<v1::DeregisterRequest>,
+    ) -> Result<Response<v1::DeregisterResponse>, Status> {
+        let registry = self.registry()?;
+        register::deregister(registry, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+impl DirectoryService {
+    fn registry(&self) -> Result<&Registry, Status> {
+        self.registry
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this agent takes no registrations"))
+    }
+}
+
+/// Which records a List or Watch wants: a label selector, and for List a
+/// host and a state.
+#[derive(Debug, Clone)]
+pub(crate) struct Filter {
+    selector: Selector,
+    host: Option<String>,
+    state: Option<State>,
+}
+
+impl Filter {
+    /// Checks a request's fields: INVALID_ARGUMENT for a bad selector
+    /// (the message points at the column) or an unknown state.
+    fn from_request(selector: &str, host: &str, state: Option<i32>) -> Result<Filter, Status> {
+        if selector.len() > MAX_QUERY_BYTES || host.len() > MAX_QUERY_BYTES {
+            return Err(Status::invalid_argument(
+                "selector or host longer than 4096 bytes",
+            ));
+        }
+        let selector: Selector = selector
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let state = match state {
+            None => None,
+            Some(n) => {
+                let wire = v1::State::try_from(n)
+                    .map_err(|_| Status::invalid_argument(format!("unknown state {n}")))?;
+                Some(muster_proto::state_from_wire(wire))
+            }
+        };
+        Ok(Filter {
+            selector,
+            host: (!host.is_empty()).then(|| host.to_owned()),
+            state,
+        })
+    }
+
+    fn matches(&self, record: &muster_core::Record) -> bool {
+        self.selector.matches(&record.labels)
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|h| h.eq_ignore_ascii_case(&record.host))
+            && self.state.is_none_or(|s| s == record.state)
+    }
+
+    fn select(&self, snapshot: &Snapshot) -> Vec<Arc<muster_core::Record>> {
+        let mut records = snapshot.select(&self.selector);
+        records.retain(|r| self.matches(r));
+        records
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use imbl::{HashMap, OrdMap, OrdSet};
+use imbl::{HashMap, OrdMap, OrdSet, Vector};
 
 use crate::record::Record;
 use crate::selector::Selector;
@@ -24,6 +24,28 @@ pub struct RecordKey {
     pub host: Arc<str>,
     /// Record id, unique on that host.
     pub id: Arc<str>,
+}
+
+/// Record changes a snapshot remembers for watchers; older ones are
+/// dropped (a watcher that far behind starts over with the full set).
+pub const JOURNAL_LEN: usize = 16_384;
+
+/// One change to one record, as a snapshot's journal keeps it.
+#[derive(Debug, Clone)]
+pub struct RecordEvent {
+    /// The revision that made the change.
+    pub revision: u64,
+    /// The record before (`None`: it was added).
+    pub old: Option<Arc<Record>>,
+    /// The record after (`None`: it was removed).
+    pub new: Option<Arc<Record>>,
+}
+
+/// The changes asked for are older than the journal holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryGone {
+    /// Changes after this revision are all still held.
+    pub complete_after: u64,
 }
 
 /// A change to apply to a snapshot.
@@ -52,6 +74,9 @@ pub enum Liveness {
     Joining,
     /// Heard from recently.
     Alive,
+    /// Alive for the failure detector, but its heartbeat has not moved for
+    /// several gossip intervals.
+    Suspect,
     /// Declared dead by the failure detector; its records stay visible
     /// until the dead grace has passed.
     Dead,
@@ -63,6 +88,7 @@ impl Liveness {
         match self {
             Liveness::Joining => "joining",
             Liveness::Alive => "alive",
+            Liveness::Suspect => "suspect",
             Liveness::Dead => "dead",
         }
     }
@@ -101,6 +127,10 @@ pub struct Snapshot {
     by_label: HashMap<(Arc<str>, Arc<str>), OrdSet<RecordKey>>,
     members: Arc<[Member]>,
     len: usize,
+    /// The latest record changes, oldest first (at most [`JOURNAL_LEN`]).
+    journal: Vector<RecordEvent>,
+    /// Every change after this revision is in `journal`.
+    journal_floor: u64,
 }
 
 fn key_of(record: &Record) -> RecordKey {
@@ -226,21 +256,54 @@ impl Snapshot {
         &self.members
     }
 
+    /// The record changes after revision `after`, oldest first, or
+    /// [`HistoryGone`] when the journal no longer reaches back that far.
+    pub fn changes_since(
+        &self,
+        after: u64,
+    ) -> Result<impl Iterator<Item = &RecordEvent>, HistoryGone> {
+        if after < self.journal_floor || after > self.revision {
+            return Err(HistoryGone {
+                complete_after: self.journal_floor,
+            });
+        }
+        // Revisions grow along the journal: skip to the first one after.
+        let start = self.journal.binary_search_by(|e| {
+            if e.revision <= after {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        let start = start.unwrap_or_else(|i| i);
+        Ok(self.journal.iter().skip(start))
+    }
+
     /// A new snapshot with `changes` applied in order. The revision grows
-    /// by one if anything changed.
+    /// by one if anything changed; record changes go to the journal.
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> Snapshot {
         let mut next = self.clone();
+        let revision = self.revision + 1;
         let mut changed = false;
         for change in changes {
-            changed |= next.apply_one(change);
+            changed |= next.apply_one(change, revision);
         }
         if changed {
-            next.revision += 1;
+            next.revision = revision;
+        }
+        while next.journal.len() > JOURNAL_LEN {
+            if let Some(dropped) = next.journal.pop_front() {
+                next.journal_floor = dropped.revision;
+            }
         }
         next
     }
 
-    fn apply_one(&mut self, change: Change) -> bool {
+    fn log(&mut self, revision: u64, old: Option<Arc<Record>>, new: Option<Arc<Record>>) {
+        self.journal.push_back(RecordEvent { revision, old, new });
+    }
+
+    fn apply_one(&mut self, change: Change, revision: u64) -> bool {
         match change {
             Change::Upsert(record) => {
                 if self
@@ -249,17 +312,26 @@ impl Snapshot {
                 {
                     return false;
                 }
-                self.remove(&record.host, &record.id);
-                self.insert(Arc::new(record));
+                let old = self.remove(&record.host, &record.id);
+                let new = Arc::new(record);
+                self.insert(new.clone());
+                self.log(revision, old, Some(new));
                 true
             }
-            Change::Remove { host, id } => self.remove(&host, &id),
+            Change::Remove { host, id } => match self.remove(&host, &id) {
+                Some(old) => {
+                    self.log(revision, Some(old), None);
+                    true
+                }
+                None => false,
+            },
             Change::RemoveHost(host) => {
                 let Some(records) = self.hosts.get(host.as_str()).cloned() else {
                     return false;
                 };
                 for id in records.keys() {
-                    self.remove(&host, id);
+                    let old = self.remove(&host, id);
+                    self.log(revision, old, None);
                 }
                 true
             }
@@ -305,13 +377,10 @@ impl Snapshot {
         }
     }
 
-    fn remove(&mut self, host: &str, id: &str) -> bool {
-        let Some(records) = self.hosts.get_mut(host) else {
-            return false;
-        };
-        let Some(old) = records.remove(id) else {
-            return false;
-        };
+    /// Removes one record from every index; returns it.
+    fn remove(&mut self, host: &str, id: &str) -> Option<Arc<Record>> {
+        let records = self.hosts.get_mut(host)?;
+        let old = records.remove(id)?;
         if records.is_empty() {
             self.hosts.remove(host);
         }
@@ -338,7 +407,7 @@ impl Snapshot {
                 }
             }
         }
-        true
+        Some(old)
     }
 }
 
@@ -425,6 +494,71 @@ mod tests {
         assert_eq!(names(s.lookup("web-1")), ["Web-1@a", "web-1@b"]);
         assert!(s.lookup("web-2").is_empty());
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn the_journal_replays_changes_after_a_revision_in_order() {
+        let s1 =
+            Snapshot::new().apply([Change::Upsert(record("a", "1", "web-1", "10.0.0.1", &[]))]);
+        let s2 = s1.apply([
+            Change::Upsert(record("a", "1", "web-1", "10.0.0.2", &[])),
+            Change::Upsert(record("a", "2", "web-2", "10.0.0.3", &[])),
+        ]);
+        let s3 = s2.apply([Change::RemoveHost("a".into())]);
+        // An unchanged record is no change and no new revision.
+        let s4 = s3.apply([Change::Remove {
+            host: "a".into(),
+            id: "9".into(),
+        }]);
+        assert_eq!(s4.revision(), 3);
+        let seen = |after| -> Vec<(u64, Option<String>, Option<String>)> {
+            s4.changes_since(after)
+                .expect("held")
+                .map(|e| {
+                    let ip = |r: &Option<Arc<Record>>| {
+                        r.as_ref()
+                            .map(|r| format!("{}={}", r.name, r.addresses[0].ip))
+                    };
+                    (e.revision, ip(&e.old), ip(&e.new))
+                })
+                .collect()
+        };
+        let all = seen(0);
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[0], (1, None, Some("web-1=10.0.0.1".into())));
+        assert_eq!(
+            all[1],
+            (
+                2,
+                Some("web-1=10.0.0.1".into()),
+                Some("web-1=10.0.0.2".into())
+            )
+        );
+        assert_eq!(all[2], (2, None, Some("web-2=10.0.0.3".into())));
+        assert!(all[3..].iter().all(|e| e.0 == 3 && e.2.is_none()));
+        assert_eq!(seen(2).len(), 2);
+        assert!(seen(3).is_empty());
+        assert!(s4.changes_since(4).is_err(), "a revision from the future");
+    }
+
+    #[test]
+    fn the_journal_is_bounded_and_says_when_history_is_gone() {
+        let mut s = Snapshot::new();
+        for i in 0..JOURNAL_LEN + 10 {
+            s = s.apply([Change::Upsert(record(
+                "a",
+                "1",
+                "web-1",
+                &format!("10.0.{}.{}", i / 256 % 256, i % 256),
+                &[],
+            ))]);
+        }
+        assert_eq!(s.journal.len(), JOURNAL_LEN);
+        assert_eq!(
+            s.changes_since(5).err(),
+            Some(HistoryGone { complete_after: 10 })
+        );
+        assert_eq!(s.changes_since(10).expect("held").count(), JOURNAL_LEN);
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod name;
 mod record;
 mod selector;
 
-pub use index::{Change, Liveness, Member, RecordKey, Snapshot};
+pub use index::{
+    Change, HistoryGone, JOURNAL_LEN, Liveness, Member, RecordEvent, RecordKey, Snapshot,
+};
 pub use name::{NameError, dns_label_from, validate_dns_label, validate_dns_name};
 pub use record::{
     Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,

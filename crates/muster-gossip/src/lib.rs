@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, RECORD_PREFIX};
 pub use publisher::{PublishError, PublishReport, Publisher};
+pub use sync::LastHeard;
 
 /// How an agent takes part in gossip.
 #[derive(Debug, Clone)]
@@ -85,6 +86,8 @@ pub struct Gossip {
     publisher: Publisher,
     sync_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
+    revisions: watch::Receiver<u64>,
+    heard: LastHeard,
     _listener: ListenerHandle,
 }
 
@@ -136,6 +139,8 @@ impl Gossip {
         };
         let directory = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
         let (stop, stopped) = watch::channel(false);
+        let (revisions_tx, revisions) = watch::channel(0);
+        let heard = LastHeard::default();
         let sync_task = tokio::spawn(sync::run(
             chitchat.clone(),
             directory.clone(),
@@ -143,7 +148,10 @@ impl Gossip {
             sync::Settings {
                 dead_grace: config.dead_grace,
                 tick: config.gossip_interval.min(Duration::from_millis(100)),
+                suspect_after: config.gossip_interval * 3,
             },
+            revisions_tx,
+            heard.clone(),
             stopped,
         ));
         let publisher = Publisher::new(chitchat, wake);
@@ -153,6 +161,8 @@ impl Gossip {
             publisher,
             sync_task,
             stop,
+            revisions,
+            heard,
             _listener: listener,
         })
     }
@@ -160,6 +170,17 @@ impl Gossip {
     /// The directory as this agent sees it, updated after every change.
     pub fn directory(&self) -> Arc<ArcSwap<Snapshot>> {
         self.directory.clone()
+    }
+
+    /// The directory's revision, updated after every new snapshot: wait on
+    /// it to follow changes.
+    pub fn revisions(&self) -> watch::Receiver<u64> {
+        self.revisions.clone()
+    }
+
+    /// When each member's heartbeat was last seen moving.
+    pub fn last_heard(&self) -> LastHeard {
+        self.heard.clone()
     }
 
     /// Where local records are published.

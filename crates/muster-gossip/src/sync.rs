@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
@@ -24,6 +24,32 @@ use crate::codec::{META_PREFIX, RECORD_PREFIX, decode};
 pub(crate) struct Settings {
     pub dead_grace: Duration,
     pub tick: Duration,
+    /// A live node whose heartbeat has not moved for this long is suspect.
+    pub suspect_after: Duration,
+}
+
+/// When each node's heartbeat was last seen moving, by node name: kept
+/// apart from the snapshot, which would otherwise change on every beat.
+#[derive(Clone, Default)]
+pub struct LastHeard(Arc<std::sync::Mutex<HashMap<String, SystemTime>>>);
+
+impl LastHeard {
+    /// When `node`'s heartbeat last moved, as seen here.
+    pub fn get(&self, node: &str) -> Option<SystemTime> {
+        self.0.lock().ok()?.get(node).copied()
+    }
+
+    fn set(&self, node: &str, at: SystemTime) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(node.to_owned(), at);
+        }
+    }
+
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|name, _| keep(name));
+        }
+    }
 }
 
 /// What the sync task remembers about one node name between looks.
@@ -36,6 +62,9 @@ struct Tracked {
     visible: bool,
     /// When the failure detector was first seen calling it dead.
     dead_since: Option<Instant>,
+    /// Its heartbeat at the last look, and when it last moved.
+    heartbeat: u64,
+    heard_at: Instant,
     /// Whether this generation has been alive since we first saw it.
     ever_alive: bool,
     /// Records it publishes (live keys with the record prefix).
@@ -58,6 +87,8 @@ pub(crate) async fn run(
     directory: Arc<ArcSwap<Snapshot>>,
     wake: Arc<Notify>,
     settings: Settings,
+    revisions: watch::Sender<u64>,
+    heard: LastHeard,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
@@ -71,7 +102,7 @@ pub(crate) async fn run(
         }
         let (copied, members) = {
             let chitchat = chitchat.lock().await;
-            look(&chitchat, &mut tracked, settings.dead_grace, Instant::now())
+            look(&chitchat, &mut tracked, &settings, &heard, Instant::now())
         };
         let mut changes: Vec<Change> = Vec::new();
         for (host, copy) in copied {
@@ -105,7 +136,9 @@ pub(crate) async fn run(
                 records = next.len(),
                 "directory updated"
             );
+            let revision = next.revision();
             directory.store(Arc::new(next));
+            revisions.send_replace(revision);
         }
     }
 }
@@ -127,9 +160,11 @@ fn upsert(host: &str, id: &str, value: &str) -> Option<Change> {
 fn look(
     chitchat: &Chitchat,
     tracked: &mut HashMap<String, Tracked>,
-    dead_grace: Duration,
+    settings: &Settings,
+    heard: &LastHeard,
     now: Instant,
 ) -> (Vec<(String, Copied)>, Vec<Member>) {
+    let dead_grace = settings.dead_grace;
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
     // Only the newest generation of a node name counts: an agent that
     // restarted replaces its earlier incarnation at once.
@@ -149,6 +184,7 @@ fn look(
         }
         keep
     });
+    heard.retain(|name| tracked.contains_key(name) || newest.contains_key(name));
     let mut members = Vec::with_capacity(newest.len());
     for (name, (id, state)) in newest {
         let alive = live.contains(id);
@@ -164,6 +200,8 @@ fn look(
                 // once, and hidden only if it stays silent.
                 dead_since: (!alive).then_some(now),
                 ever_alive: false,
+                heartbeat: 0,
+                heard_at: now,
                 records: 0,
                 meta: BTreeMap::new(),
             }
@@ -189,6 +227,13 @@ fn look(
             _ => {}
         }
         t.ever_alive |= alive;
+        let heartbeat = u64::from(state.heartbeat());
+        if heartbeat != t.heartbeat || restarted {
+            t.heartbeat = heartbeat;
+            t.heard_at = now;
+            heard.set(name, SystemTime::now());
+        }
+        let suspect = alive && now.duration_since(t.heard_at) > settings.suspect_after;
         let visible = t
             .dead_since
             .is_none_or(|since| now.duration_since(since) < dead_grace);
@@ -221,6 +266,7 @@ fn look(
             name: name.to_owned(),
             gossip_addr: id.gossip_advertise_addr,
             liveness: match (alive, t.ever_alive) {
+                (true, _) if suspect => Liveness::Suspect,
                 (true, _) => Liveness::Alive,
                 (false, false) if visible => Liveness::Joining,
                 (false, _) => Liveness::Dead,

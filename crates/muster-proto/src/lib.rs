@@ -105,11 +105,7 @@ impl TryFrom<v1::Record> for core::Record {
             value,
         };
         let state = match v1::State::try_from(w.state) {
-            Ok(v1::State::Running) => core::State::Running,
-            Ok(v1::State::Created) => core::State::Created,
-            Ok(v1::State::Restarting) => core::State::Restarting,
-            Ok(v1::State::Paused) => core::State::Paused,
-            Ok(v1::State::Exited) => core::State::Exited,
+            Ok(state) => state_from_wire(state),
             Err(_) => return Err(unknown("state", w.state)),
         };
         let health = match v1::Health::try_from(w.health) {
@@ -186,7 +182,19 @@ fn port_number(id: &str, port: u32) -> Result<u16, WireError> {
     }
 }
 
-fn state_to_wire(s: core::State) -> v1::State {
+/// A wire state as the core's.
+pub fn state_from_wire(s: v1::State) -> core::State {
+    match s {
+        v1::State::Running => core::State::Running,
+        v1::State::Created => core::State::Created,
+        v1::State::Restarting => core::State::Restarting,
+        v1::State::Paused => core::State::Paused,
+        v1::State::Exited => core::State::Exited,
+    }
+}
+
+/// A core state as the wire's.
+pub fn state_to_wire(s: core::State) -> v1::State {
     match s {
         core::State::Running => v1::State::Running,
         core::State::Created => v1::State::Created,
@@ -228,6 +236,7 @@ impl From<&core::Member> for v1::Member {
             gossip_addr: m.gossip_addr.to_string(),
             liveness: match m.liveness {
                 core::Liveness::Alive => v1::Liveness::Alive,
+                core::Liveness::Suspect => v1::Liveness::Suspect,
                 core::Liveness::Dead => v1::Liveness::Dead,
                 core::Liveness::Joining => v1::Liveness::Joining,
             } as i32,
@@ -235,6 +244,10 @@ impl From<&core::Member> for v1::Member {
             records: m.records as u64,
             visible: m.visible,
             meta: m.meta.clone(),
+            version: m.meta.get("version").cloned().unwrap_or_default(),
+            docker: m.meta.get("docker").cloned().unwrap_or_default(),
+            docker_error: m.meta.get("docker_error").cloned().unwrap_or_default(),
+            last_heard_ms: 0,
         }
     }
 }

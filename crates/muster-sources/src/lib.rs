@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod docker;
+pub mod registry;
 pub mod static_file;
 
 use muster_core::{Record, Source};

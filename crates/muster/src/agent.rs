@@ -80,10 +80,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     let grpc = GrpcServer::bind(config.grpc_addr).await?;
     let grpc_addr = grpc.local_addr();
-    let grpc_task = tokio::spawn(grpc.serve(
-        DirectoryService::new(directory.clone()),
-        stopped(stop_rx.clone()),
-    ));
+    let grpc_task = tokio::spawn(
+        grpc.serve(
+            DirectoryService::new(directory.clone(), gossip.revisions(), generation)
+                .with_last_heard(gossip.last_heard()),
+            stopped(stop_rx.clone()),
+        ),
+    );
     let (http_addr, http) = serve_http(
         config.http_addr,
         directory.clone(),

@@ -1,5 +1,5 @@
-//! The client subcommands (`lookup`, `ls`, `members`): call the gRPC API of
-//! an agent and print a table or one JSON document.
+//! The client subcommands (`lookup`, `ls`, `members`, `watch`): call the
+//! gRPC API of an agent and print a table or JSON.
 //!
 //! Exit codes: 0 when something was found, 1 when nothing was, 2 for usage
 //! or connection errors.
@@ -44,7 +44,9 @@ pub struct ClientArgs {
 pub enum Output {
     /// Aligned columns for people
     Table,
-    /// One JSON document for programs
+    /// More columns: id, image, health, source, every network
+    Wide,
+    /// One JSON document for programs (`watch`: one JSON object per line)
     Json,
 }
 
@@ -65,15 +67,25 @@ impl std::fmt::Display for ClientError {
 }
 
 async fn connect(addr: &str) -> Result<DirectoryClient<Channel>, ClientError> {
+    connect_with(addr, Some(CALL_TIMEOUT)).await
+}
+
+/// Connects to an agent; `timeout` bounds every call (none for streams).
+async fn connect_with(
+    addr: &str,
+    timeout: Option<Duration>,
+) -> Result<DirectoryClient<Channel>, ClientError> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
         format!("http://{addr}")
     };
-    let endpoint = Channel::from_shared(uri)
+    let mut endpoint = Channel::from_shared(uri)
         .map_err(|e| ClientError(format!("bad address {addr:?}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(timeout) = timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
     let channel = endpoint
         .connect()
         .await
@@ -121,12 +133,36 @@ pub async fn lookup(name: &str, args: &ClientArgs) -> Result<Outcome, ClientErro
     }
 }
 
-/// `muster ls [-l SELECTOR]`.
-pub async fn list(selector: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
+/// What `muster ls` lists.
+pub struct ListFilter {
+    pub selector: String,
+    pub host: Option<String>,
+    pub state: Option<muster_core::State>,
+}
+
+/// Parses a state name as `--state` takes it.
+pub fn parse_state(s: &str) -> Result<muster_core::State, String> {
+    use muster_core::State;
+    [
+        State::Running,
+        State::Created,
+        State::Restarting,
+        State::Paused,
+        State::Exited,
+    ]
+    .into_iter()
+    .find(|state| state.as_str().eq_ignore_ascii_case(s))
+    .ok_or_else(|| format!("{s:?} is not one of running, created, restarting, paused, exited"))
+}
+
+/// `muster ls [-l SELECTOR] [--host H] [--state S]`.
+pub async fn list(filter: &ListFilter, args: &ClientArgs) -> Result<Outcome, ClientError> {
     let mut client = connect(&args.addr).await?;
     let response = client
         .list(v1::ListRequest {
-            selector: selector.to_owned(),
+            selector: filter.selector.clone(),
+            host: filter.host.clone().unwrap_or_default(),
+            state: filter.state.map(|s| muster_proto::state_to_wire(s) as i32),
         })
         .await
         .map_err(|s| call_error(&args.addr, s))?
@@ -134,7 +170,7 @@ pub async fn list(selector: &str, args: &ClientArgs) -> Result<Outcome, ClientEr
     let found = !response.records.is_empty();
     print_records(response.records, response.revision, args.output)?;
     Ok(if !found {
-        if args.output == Output::Table {
+        if args.output != Output::Json {
             eprintln!("no records match");
         }
         Outcome::NotFound
@@ -157,27 +193,48 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
             members,
             revision: response.revision,
         })?,
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let mut t = table();
+            let wide = args.output == Output::Wide;
+            write!(
+                t,
+                "NAME\tSTATE\tGOSSIP ADDRESS\tRECORDS\tDOCKER\tVERSION\tLAST HEARD"
+            )
+            .map_err(io_error)?;
             writeln!(
                 t,
-                "NAME\tSTATE\tGOSSIP ADDRESS\tGENERATION\tRECORDS\tDOCKER\tVERSION\tGRPC"
+                "{}",
+                if wide {
+                    "\tGENERATION\tGRPC\tDOCKER ERROR"
+                } else {
+                    ""
+                }
             )
             .map_err(io_error)?;
             for m in &members {
-                writeln!(
+                write!(
                     t,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     m.name,
                     m.state,
                     m.gossip_addr,
-                    m.generation,
                     m.records,
-                    m.meta.get("docker").map_or("-", String::as_str),
-                    m.meta.get("version").map_or("-", String::as_str),
-                    m.meta.get("grpc_addr").map_or("-", String::as_str),
+                    dash(&m.docker),
+                    dash(&m.version),
+                    m.last_heard_ms.map_or("-".to_owned(), |ms| age(ms / 1000)),
                 )
                 .map_err(io_error)?;
+                if wide {
+                    write!(
+                        t,
+                        "\t{}\t{}\t{}",
+                        m.generation,
+                        m.meta.get("grpc_addr").map_or("-", String::as_str),
+                        dash(&m.docker_error),
+                    )
+                    .map_err(io_error)?;
+                }
+                writeln!(t).map_err(io_error)?;
             }
             flush(t)?;
         }
@@ -270,12 +327,20 @@ struct MembersJson {
 struct MemberJson {
     name: String,
     gossip_addr: String,
-    /// `alive`, `joining` or `dead`.
+    /// `alive`, `suspect`, `joining` or `dead`.
     state: &'static str,
     generation: u64,
     records: u64,
     /// Whether its records are served (false once dead past the grace).
     visible: bool,
+    version: String,
+    /// `connected`, `connecting`, `disconnected` or `disabled`.
+    docker: String,
+    docker_error: String,
+    /// When the answering agent last heard its heartbeat, Unix ms.
+    last_heard_ms: Option<i64>,
+    /// The same, RFC 3339.
+    last_heard: Option<String>,
     meta: BTreeMap<String, String>,
 }
 
@@ -286,18 +351,34 @@ impl From<&v1::Member> for MemberJson {
             gossip_addr: m.gossip_addr.clone(),
             state: match m.liveness() {
                 v1::Liveness::Alive => "alive",
+                v1::Liveness::Suspect => "suspect",
                 v1::Liveness::Dead => "dead",
                 v1::Liveness::Joining => "joining",
             },
             generation: m.generation,
             records: m.records,
             visible: m.visible,
+            version: m.version.clone(),
+            docker: m.docker.clone(),
+            docker_error: m.docker_error.clone(),
+            last_heard_ms: (m.last_heard_ms > 0).then_some(m.last_heard_ms),
+            last_heard: (m.last_heard_ms > 0).then(|| {
+                humantime::format_rfc3339_millis(
+                    UNIX_EPOCH + Duration::from_millis(m.last_heard_ms as u64),
+                )
+                .to_string()
+            }),
             meta: m.meta.clone(),
         }
     }
 }
 
-/// "3m ago" for a start time.
+/// "-" for an empty value.
+fn dash(v: &str) -> &str {
+    if v.is_empty() { "-" } else { v }
+}
+
+/// "3m ago" for a Unix time in seconds.
 fn age(started_at: i64) -> String {
     if started_at <= 0 {
         return "-".to_owned();
@@ -328,35 +409,146 @@ fn print_records(wire: Vec<v1::Record>, revision: u64, output: Output) -> Result
             records: records.iter().map(RecordJson::from).collect(),
             revision,
         }),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             if records.is_empty() {
                 return Ok(());
             }
             let mut t = table();
-            writeln!(t, "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED")
-                .map_err(io_error)?;
+            write_record_header(&mut t, output)?;
             for r in &records {
-                let addresses: Vec<String> =
-                    r.routable_addresses().map(|ip| ip.to_string()).collect();
-                let ports: Vec<String> = r.ports.iter().map(ToString::to_string).collect();
-                let labels: Vec<String> =
-                    r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
-                writeln!(
-                    t,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    r.name,
-                    r.host,
-                    r.state.as_str(),
-                    dash(addresses.join(",")),
-                    dash(ports.join(",")),
-                    dash(labels.join(",")),
-                    age(r.started_at.unwrap_or(0)),
-                )
-                .map_err(io_error)?;
+                write_record_row(&mut t, r, output)?;
             }
             flush(t)
         }
+    }
+}
+
+fn write_record_header(t: &mut impl Write, output: Output) -> Result<(), ClientError> {
+    let wide = if output == Output::Wide {
+        "\tID\tHEALTH\tIMAGE\tSOURCE\tNETWORKS"
+    } else {
+        ""
+    };
+    writeln!(
+        t,
+        "NAME\tHOST\tSTATE\tADDRESSES\tPORTS\tLABELS\tSTARTED{wide}"
+    )
+    .map_err(io_error)
+}
+
+fn write_record_row(t: &mut impl Write, r: &Record, output: Output) -> Result<(), ClientError> {
+    let addresses: Vec<String> = r.routable_addresses().map(|ip| ip.to_string()).collect();
+    let ports: Vec<String> = r.ports.iter().map(ToString::to_string).collect();
+    let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    write!(
+        t,
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        r.name,
+        r.host,
+        r.state.as_str(),
+        dash(&addresses.join(",")),
+        dash(&ports.join(",")),
+        dash(&labels.join(",")),
+        age(r.started_at.unwrap_or(0)),
+    )
+    .map_err(io_error)?;
+    if output == Output::Wide {
+        let networks: Vec<String> = r
+            .addresses
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}={}{}",
+                    a.network,
+                    a.ip,
+                    if a.local { "(local)" } else { "" }
+                )
+            })
+            .collect();
+        write!(
+            t,
+            "\t{}\t{}\t{}\t{}\t{}",
+            r.id.get(..12).unwrap_or(&r.id),
+            r.health.as_str(),
+            dash(&r.image),
+            r.source.as_str(),
+            dash(&networks.join(",")),
+        )
+        .map_err(io_error)?;
+    }
+    writeln!(t).map_err(io_error)
+}
+
+/// `muster watch [-l SELECTOR]`: follows changes until interrupted or the
+/// agent goes away (exit 2).
+pub async fn watch(
+    selector: &str,
+    from_revision: u64,
+    epoch: u64,
+    args: &ClientArgs,
+) -> Result<Outcome, ClientError> {
+    let mut client = connect_with(&args.addr, None).await?;
+    let mut stream = client
+        .watch(v1::WatchRequest {
+            selector: selector.to_owned(),
+            from_revision,
+            epoch,
+        })
+        .await
+        .map_err(|s| call_error(&args.addr, s))?
+        .into_inner();
+    if args.output != Output::Json {
+        let mut t = table();
+        write!(t, "REVISION\tEVENT\t").map_err(io_error)?;
+        write_record_header(&mut t, args.output)?;
+        flush(t)?;
+    }
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Err(ClientError(format!(
+                    "muster agent at {} ended the watch",
+                    args.addr
+                )));
+            }
+            Err(status) => return Err(call_error(&args.addr, status)),
+        };
+        let kind = match event.kind() {
+            v1::EventKind::Added => "added",
+            v1::EventKind::Updated => "updated",
+            v1::EventKind::Removed => "removed",
+            v1::EventKind::Synced => "synced",
+            v1::EventKind::Reset => "reset",
+            v1::EventKind::Unspecified => "unknown",
+        };
+        let record = event
+            .record
+            .map(Record::try_from)
+            .transpose()
+            .map_err(|e| ClientError(format!("the agent sent a bad record: {e}")))?;
+        match args.output {
+            Output::Json => {
+                let line = serde_json::json!({
+                    "event": kind,
+                    "revision": event.revision,
+                    "epoch": event.epoch,
+                    "record": record.as_ref().map(RecordJson::from),
+                });
+                println!("{line}");
+            }
+            Output::Table | Output::Wide => {
+                // Rows are printed as they come: one tab-aligned line each.
+                let mut t = table();
+                write!(t, "{}\t{kind}\t", event.revision).map_err(io_error)?;
+                match &record {
+                    Some(r) => write_record_row(&mut t, r, args.output)?,
+                    None => writeln!(t, "-").map_err(io_error)?,
+                }
+                flush(t)?;
+            }
+        }
+        std::io::stdout().flush().map_err(io_error)?;
     }
 }
 

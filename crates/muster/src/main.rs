@@ -40,13 +40,42 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List records, optionally those whose labels match a selector.
+    /// List records, optionally those whose labels match a selector, on one
+    /// host, in one state.
     ///
-    /// Example: muster ls -l app=web,env=prod
+    /// Examples: muster ls -l app=web,env=prod;
+    /// muster ls -l 'system=billing,role in (batch,cron)' --host a --state running -o wide
     Ls {
-        /// Label selector: k=v, k!=v, k in (a,b), k notin (a,b), k, !k; comma for AND
+        /// Label selector: k=v, k==v, k!=v, k in (a,b), k notin (a,b), k, !k; comma for AND
         #[arg(short = 'l', long, default_value = "", value_name = "SELECTOR")]
         selector: String,
+        /// Only the records of this agent (node name)
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// Only records in this state: running, created, restarting, paused, exited
+        #[arg(long, value_name = "STATE", value_parser = client::parse_state)]
+        state: Option<muster_core::State>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow the records a selector matches: first every one of them
+    /// (`added`), then `synced`, then each change as it happens (`added`,
+    /// `updated`, `removed`) until interrupted.
+    ///
+    /// Resume after a revision with --from-revision and --epoch (both
+    /// printed with every event by `-o json`).
+    ///
+    /// Example: muster watch -l app=web -o json
+    Watch {
+        /// Label selector, as for `ls`
+        #[arg(short = 'l', long, default_value = "", value_name = "SELECTOR")]
+        selector: String,
+        /// Resume after this revision instead of starting with the full set
+        #[arg(long, default_value_t = 0, value_name = "REVISION")]
+        from_revision: u64,
+        /// The epoch the revision belongs to (the agent's run)
+        #[arg(long, default_value_t = 0, value_name = "EPOCH")]
+        epoch: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -89,9 +118,25 @@ fn main() -> ExitCode {
         Command::Lookup { name, client } => {
             finish(runtime.block_on(client::lookup(&name, &client)))
         }
-        Command::Ls { selector, client } => {
-            finish(runtime.block_on(client::list(&selector, &client)))
+        Command::Ls {
+            selector,
+            host,
+            state,
+            client,
+        } => {
+            let filter = client::ListFilter {
+                selector,
+                host,
+                state,
+            };
+            finish(runtime.block_on(client::list(&filter, &client)))
         }
+        Command::Watch {
+            selector,
+            from_revision,
+            epoch,
+            client,
+        } => finish(runtime.block_on(client::watch(&selector, from_revision, epoch, &client))),
         Command::Members { client } => finish(runtime.block_on(client::members(&client))),
     }
 }
