@@ -15,7 +15,7 @@ if ((${#need_apt[@]})); then
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import dns.message' >/dev/null 2>&1; then
+if ! python3 -c 'import dns.message, grpc, grpc_reflection, grpc_health' >/dev/null 2>&1; then
     echo "setup: installing Python packages from tests/requirements.txt"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
         -r "$(dirname "$0")/requirements.txt" \

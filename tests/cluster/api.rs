@@ -360,3 +360,47 @@ async fn members_show_version_docker_last_heard_and_suspicion_of_a_silent_agent(
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_client_without_proto_files_finds_the_api_by_reflection_and_checks_health() {
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/cluster/grpc_reflect.py"
+    );
+    let ask = |name: &str| {
+        let out = std::process::Command::new("python3")
+            .args([script, &a.grpc_addr(), name])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "grpc_reflect.py failed (grpcio installed? tests/setup.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let found = ask("web-1");
+    for service in [
+        "muster.v1.Directory",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            found["services"]
+                .as_array()
+                .is_some_and(|s| s.contains(&serde_json::json!(service))),
+            "{service} not listed: {found}"
+        );
+    }
+    assert_eq!(found["lookup"]["records"][0]["name"], "web-1", "{found}");
+    assert_eq!(found["lookup"]["records"][0]["host"], "a", "{found}");
+    assert_eq!(found["health"][""], "SERVING");
+    assert_eq!(found["health"]["muster.v1.Directory"], "SERVING");
+    assert_eq!(ask("nope")["lookup"]["error"], "NOT_FOUND");
+}

@@ -43,6 +43,12 @@ pub enum ApiError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The reflection service could not read the proto descriptors.
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(tonic::transport::Error),
 }
 
 /// The `muster.v1.Directory` service over a directory.
@@ -282,15 +288,34 @@ impl GrpcServer {
         self.addr
     }
 
-    /// Serves the Directory service until `shutdown` resolves.
+    /// Serves the Directory service until `shutdown` resolves, with the
+    /// standard health checking service (`grpc.health.v1.Health`: SERVING
+    /// for the whole server and for `muster.v1.Directory`) and server
+    /// reflection (v1 and v1alpha), so that grpcurl and grpc-health-probe
+    /// need no proto files.
     pub async fn serve(
         self,
         service: DirectoryService,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> Result<(), ApiError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<DirectoryServer<DirectoryService>>()
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(ApiError::Reflection)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(ApiError::Reflection)?;
         tonic::transport::Server::builder()
             .add_service(DirectoryServer::new(service))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
+            .map_err(ApiError::Serve)
     }
 }
