@@ -343,6 +343,59 @@ mod tests {
         check_error("!", 2);
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn key() -> impl Strategy<Value = String> {
+            "[a-z][a-z0-9._/-]{0,8}"
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            "[a-z0-9][a-z0-9._-]{0,8}"
+        }
+
+        fn requirement() -> impl Strategy<Value = Requirement> {
+            prop_oneof![
+                (key(), prop_oneof![value(), Just(String::new())])
+                    .prop_map(|(k, v)| Requirement::Equals(k, v)),
+                (key(), value()).prop_map(|(k, v)| Requirement::NotEquals(k, v)),
+                (key(), prop::collection::vec(value(), 1..4))
+                    .prop_map(|(k, vs)| Requirement::In(k, vs)),
+                (key(), prop::collection::vec(value(), 1..4))
+                    .prop_map(|(k, vs)| Requirement::NotIn(k, vs)),
+                key().prop_map(Requirement::Exists),
+                key().prop_map(Requirement::NotExists),
+            ]
+        }
+
+        proptest! {
+            /// Printing a selector and parsing it back gives the same
+            /// selector: what `muster ls` prints can be pasted back.
+            #[test]
+            fn parse_after_print_is_the_identity(
+                requirements in prop::collection::vec(requirement(), 0..5)
+            ) {
+                let selector = Selector { requirements };
+                let printed = selector.to_string();
+                let parsed: Selector = printed
+                    .parse()
+                    .map_err(|e| TestCaseError::fail(format!("{printed:?}: {e}")))?;
+                prop_assert_eq!(parsed, selector);
+            }
+
+            /// No input makes the parser panic; an error always points
+            /// inside the input or just past its end.
+            #[test]
+            fn any_input_parses_or_points_at_a_column(input in "\\PC{0,40}") {
+                if let Err(e) = input.parse::<Selector>() {
+                    prop_assert!(e.column >= 1 && e.column <= input.chars().count() + 1);
+                }
+            }
+        }
+    }
+
     #[test]
     fn requirements_match_as_kubernetes_defines_them() {
         let web = labels(&[("app", "web"), ("env", "prod")]);
