@@ -24,8 +24,10 @@
 //! same id on this host. Docker ids are hex and static ids are names, so
 //! the prefix keeps registrations apart from both; only a static record
 //! whose id itself starts with `reg:` could still collide, and the
-//! publisher then refuses the later of the two (logged). Ids given with the
-//! prefix (as a [`Registration`]'s record shows them) are accepted too.
+//! publisher then refuses the later of the two (logged; the gRPC service
+//! checks the directory first and refuses such a registration). Ids given
+//! with the prefix (as a [`Registration`]'s record shows them) are
+//! accepted too.
 //!
 //! **Names.** A registration is not checked against other records of the
 //! same name: names may repeat across hosts and sources, and conflicts are
@@ -168,7 +170,7 @@ impl Registry {
             record.id.clone_from(&record.name);
         }
         let id = client_id(&record.id).to_owned();
-        record.id = format!("{PUBLISHED_ID_PREFIX}{id}");
+        record.id = Registry::published_id(&id);
         record.host = self.node_name.to_string();
         record.source = Source::Registered;
         if record.started_at.is_none() {
@@ -195,6 +197,12 @@ impl Registry {
             })
             .await?;
         Ok(Registration { record, expires_at })
+    }
+
+    /// The id the record of registration `id` is published under
+    /// (`reg:<id>`); `id` may carry the prefix already.
+    pub fn published_id(id: &str) -> String {
+        format!("{PUBLISHED_ID_PREFIX}{}", client_id(id))
     }
 
     /// Restarts the TTL of registration `id`, with a new TTL when `ttl` is
