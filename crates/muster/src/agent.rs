@@ -11,6 +11,7 @@ use muster_dns::{DnsConfig, DnsServer, Handler};
 use muster_gossip::{Gossip, GossipConfig, PublishReport, Publisher};
 use muster_sources::SourceUpdate;
 use muster_sources::docker::{DockerSource, DockerStatus};
+use muster_sources::registry::Registry;
 use muster_sources::static_file::{self, StaticFileSource};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, watch};
@@ -78,12 +79,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let (updates_tx, updates_rx) = mpsc::channel::<SourceUpdate>(64);
+    let forwarder = tokio::spawn(forward(updates_rx, gossip.publisher()));
+    // Source tasks hold senders of `updates`: they are aborted on shutdown
+    // so that the forwarder sees the channel close.
+    let mut sources = tokio::task::JoinSet::new();
+    let (registry, registrations) = Registry::new(config.node_name.clone(), updates_tx.clone());
+    sources.spawn(registrations);
     let grpc = GrpcServer::bind(config.grpc_addr).await?;
     let grpc_addr = grpc.local_addr();
     let grpc_task = tokio::spawn(
         grpc.serve(
             DirectoryService::new(directory.clone(), gossip.revisions(), generation)
-                .with_last_heard(gossip.last_heard()),
+                .with_last_heard(gossip.last_heard())
+                .with_registry(registry),
             stopped(stop_rx.clone()),
         ),
     );
@@ -95,12 +104,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     .await?;
     let http_task = tokio::spawn(http);
 
-    let (updates_tx, updates_rx) = mpsc::channel::<SourceUpdate>(64);
-    let forwarder = tokio::spawn(forward(updates_rx, gossip.publisher()));
     let reload = Arc::new(Notify::new());
-    // Source tasks hold senders of `updates`: they are aborted on shutdown
-    // so that the forwarder sees the channel close.
-    let mut sources = tokio::task::JoinSet::new();
     if let (Some(path), Some(records)) = (&config.static_file, initial_static) {
         info!(path = %path.display(), records = records.len(), "static records loaded");
         updates_tx
