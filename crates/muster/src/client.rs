@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 
 /// How long to wait for an agent to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest answer accepted from an agent.
+const MAX_ANSWER_BYTES: usize = 512 * 1024 * 1024;
 /// How long to wait for an answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,7 +68,7 @@ impl std::fmt::Display for ClientError {
     }
 }
 
-async fn connect(addr: &str) -> Result<DirectoryClient<Channel>, ClientError> {
+pub(crate) async fn connect(addr: &str) -> Result<DirectoryClient<Channel>, ClientError> {
     connect_with(addr, Some(CALL_TIMEOUT)).await
 }
 
@@ -90,10 +92,12 @@ async fn connect_with(
         .connect()
         .await
         .map_err(|e| ClientError(format!("cannot reach muster agent at {addr}: {e}")))?;
-    Ok(DirectoryClient::new(channel))
+    // A whole large directory is one List answer: allow far more than
+    // tonic's 4 MiB default (50,000 records are about 6 MB).
+    Ok(DirectoryClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
-fn call_error(addr: &str, status: tonic::Status) -> ClientError {
+pub(crate) fn call_error(addr: &str, status: tonic::Status) -> ClientError {
     match status.code() {
         Code::InvalidArgument => ClientError(status.message().to_owned()),
         Code::Unavailable => ClientError(format!(

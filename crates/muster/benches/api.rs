@@ -1,0 +1,228 @@
+//! gRPC API bench: one agent (release build) holding 50,000 records on
+//! loopback.
+//!
+//! Prints, as tables:
+//! - Lookup and List latency (p50, p99 over sequential calls on one
+//!   connection), each against the standard health Check on the same
+//!   server and connection, the cheapest call there is (the baseline);
+//! - Watch fan-out: 100 watchers following every record while 1,000
+//!   records change at once (a SIGHUP reload), events delivered per second
+//!   in all, against a single watcher (the baseline).
+//!
+//! Run: `cargo bench -p muster --bench api`
+
+#[allow(dead_code)]
+#[path = "../../../tests/cluster/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Agent, AgentSpec, eventually, loopback_block};
+use muster_proto::v1;
+use muster_proto::v1::directory_client::DirectoryClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const RECORDS: usize = 50_000;
+const CALLS: usize = 2_000;
+const CHANGED: usize = 1_000;
+const WATCHERS: usize = 100;
+
+/// The static file: `RECORDS` records, 100 per `app` label; the first
+/// `CHANGED` get address `10.255.x.y` when `changed`.
+fn records(changed: bool) -> String {
+    let mut out = String::with_capacity(RECORDS * 90);
+    for i in 0..RECORDS {
+        let ip = if changed && i < CHANGED {
+            format!("10.255.{}.{}", i / 256, i % 256)
+        } else {
+            format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)
+        };
+        out.push_str(&format!(
+            "[[record]]\nname = \"svc-{i}\"\naddresses = [\"{ip}\"]\nlabels = {{ app = \"app-{}\" }}\n",
+            i % 500
+        ));
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
+}
+
+async fn timed<F, Fut>(mut call: F) -> (Duration, Duration)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut took = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let start = Instant::now();
+        call(i).await;
+        took.push(start.elapsed());
+    }
+    took.sort();
+    (percentile(&took, 0.5), percentile(&took, 0.99))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Opens `n` watchers of every record; returns them once each is synced.
+async fn watchers(addr: &str, n: usize) -> Vec<tonic::Streaming<v1::WatchEvent>> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut client = DirectoryClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(usize::MAX);
+        let mut stream = client
+            .watch(v1::WatchRequest::default())
+            .await
+            .expect("watch")
+            .into_inner();
+        while let Some(event) = stream.message().await.expect("stream") {
+            if event.kind() == v1::EventKind::Synced {
+                break;
+            }
+        }
+        streams.push(stream);
+    }
+    streams
+}
+
+/// Reloads the static file with `changed` and waits until every watcher
+/// has received `CHANGED` updates; returns events per second in all.
+async fn fan_out(
+    agent: &Agent,
+    streams: Vec<tonic::Streaming<v1::WatchEvent>>,
+    changed: bool,
+) -> f64 {
+    let watchers = streams.len();
+    agent.write_records(&records(changed));
+    let start = Instant::now();
+    agent.signal(libc::SIGHUP);
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        tasks.spawn(async move {
+            let mut updates = 0;
+            while updates < CHANGED {
+                let event = stream.message().await.expect("stream").expect("open");
+                if event.kind() == v1::EventKind::Updated {
+                    updates += 1;
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("watcher task");
+    }
+    (watchers * CHANGED) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let block = loopback_block();
+    let agent = Agent::start(AgentSpec::new(&block, 1, "a").with_records(&records(false))).await;
+    let addr = agent.grpc_addr();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut directory = DirectoryClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+    let health = HealthClient::new(channel);
+    eventually(Duration::from_secs(60), "every record served", || {
+        let mut d = directory.clone();
+        async move {
+            let all = d.list(v1::ListRequest::default()).await.ok()?.into_inner();
+            (all.records.len() == RECORDS).then_some(())
+        }
+    })
+    .await;
+
+    let (h50, h99) = timed(|_| {
+        let mut h = health.clone();
+        async move {
+            h.check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("check");
+        }
+    })
+    .await;
+    let (l50, l99) = timed(|i| {
+        let mut d = directory.clone();
+        async move {
+            let name = format!("svc-{}", (i * 7919) % RECORDS);
+            d.lookup(v1::LookupRequest { name }).await.expect("lookup");
+        }
+    })
+    .await;
+    let (s50, s99) = timed(|i| {
+        let mut d = directory.clone();
+        async move {
+            let selector = format!("app=app-{}", i % 500);
+            let got = d
+                .list(v1::ListRequest {
+                    selector,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            assert_eq!(got.into_inner().records.len(), RECORDS / 500);
+        }
+    })
+    .await;
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let got = directory
+            .list(v1::ListRequest::default())
+            .await
+            .expect("list all");
+        assert_eq!(got.into_inner().records.len(), RECORDS);
+        all.push(start.elapsed());
+    }
+    all.sort();
+
+    println!(
+        "## gRPC on loopback, {RECORDS} records, {CALLS} sequential calls on one connection\n"
+    );
+    println!("| call | p50 | p99 | p50 vs health Check |");
+    println!("|---|---|---|---|");
+    println!(
+        "| health Check (baseline) | {} | {} | 1.00 |",
+        ms(h50),
+        ms(h99)
+    );
+    println!(
+        "| Lookup (1 record) | {} | {} | {:.2} |",
+        ms(l50),
+        ms(l99),
+        l50.as_secs_f64() / h50.as_secs_f64()
+    );
+    println!(
+        "| List `app=app-N` (100 records) | {} | {} | {:.2} |",
+        ms(s50),
+        ms(s99),
+        s50.as_secs_f64() / h50.as_secs_f64()
+    );
+    println!(
+        "| List everything ({RECORDS} records, 20 calls) | {} | {} | {:.0} |",
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+        percentile(&all, 0.5).as_secs_f64() / h50.as_secs_f64()
+    );
+
+    let single = fan_out(&agent, watchers(&addr, 1).await, true).await;
+    let fanned = fan_out(&agent, watchers(&addr, WATCHERS).await, false).await;
+    println!("\n## Watch fan-out: {CHANGED} records change in one reload\n");
+    println!("| watchers | events delivered per second | vs one watcher |");
+    println!("|---|---|---|");
+    println!("| 1 (baseline) | {single:.0} | 1.00 |");
+    println!("| {WATCHERS} | {fanned:.0} | {:.2} |", fanned / single);
+}
