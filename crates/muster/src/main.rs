@@ -6,6 +6,7 @@
 mod agent;
 mod client;
 mod config;
+mod register;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -79,6 +80,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Publish a record from the agent asked, for as long as this command
+    /// runs: it sends a keep-alive every third of --ttl, and deregisters on
+    /// SIGINT or SIGTERM. With --once it registers and exits, and the
+    /// record lapses after --ttl. Names other records already answer to
+    /// are reported on stderr.
+    ///
+    /// Example: muster register mon-1 --ip 10.0.0.9 --label app=mon --port 9100/tcp --ttl 30s
+    Register(Box<register::RegisterArgs>),
     /// Show every agent of the cluster with its liveness.
     ///
     /// Example: muster members -o json
@@ -137,6 +146,7 @@ fn main() -> ExitCode {
             epoch,
             client,
         } => finish(runtime.block_on(client::watch(&selector, from_revision, epoch, &client))),
+        Command::Register(args) => finish(runtime.block_on(register::run(&args))),
         Command::Members { client } => finish(runtime.block_on(client::members(&client))),
     }
 }
