@@ -10,3 +10,4 @@ mod directory;
 mod discovery;
 mod docker;
 mod lifecycle;
+mod register;
