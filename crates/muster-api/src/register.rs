@@ -50,6 +50,13 @@ pub(crate) async fn register(
             other.source.as_str()
         )));
     }
+    // Refused here, not by the publisher later: a record that cannot be
+    // gossiped must not be acknowledged.
+    let mut as_published = record.clone();
+    as_published.id.clone_from(&id);
+    if let Err(e) = muster_gossip::publishable(&as_published) {
+        return Err(Status::invalid_argument(format!("record: {e}")));
+    }
     let ttl = Duration::from_secs(request.ttl_seconds.into());
     let registration = registry
         .register(record, ttl)
@@ -263,6 +270,19 @@ mod tests {
                     ..ok()
                 },
                 "ttl_seconds:",
+            ),
+            // Within every per-field limit, but too large to gossip.
+            (
+                v1::RegisterRequest {
+                    record: Some(v1::Record {
+                        labels: (0..40)
+                            .map(|i| (format!("label-{i}"), "v".repeat(200)))
+                            .collect(),
+                        ..wire("mon-1", &["10.0.0.9"])
+                    }),
+                    ..ok()
+                },
+                "record: record",
             ),
             (
                 v1::RegisterRequest {

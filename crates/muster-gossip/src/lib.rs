@@ -36,7 +36,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, RECORD_PREFIX};
-pub use publisher::{PublishError, PublishReport, Publisher};
+pub use publisher::{PublishError, PublishReport, Publisher, publishable};
 pub use sync::LastHeard;
 
 /// How an agent takes part in gossip.

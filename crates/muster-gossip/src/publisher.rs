@@ -165,6 +165,13 @@ impl Publisher {
     }
 }
 
+/// Whether `record` can be published at all: it keeps the core's rules
+/// and its encoding fits in one gossiped value. For callers that accept
+/// records from outside (registration) and must refuse them up front.
+pub fn publishable(record: &Record) -> Result<(), PublishError> {
+    check(&HashMap::new(), record.source, record).map(|_| ())
+}
+
 fn check(
     published: &HashMap<String, Published>,
     source: Source,
