@@ -174,3 +174,126 @@ async fn an_agent_with_no_flags_serves_on_the_default_addresses() {
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(log.contains("muster agent started"), "{log}");
 }
+
+/// DNS-over-TCP clients that never finish a query (RFC 7766 framing: a
+/// 2-byte length, then the message) hold no resource other clients need:
+/// while 150 of them are open, dig gets its answer over TCP and UDP as
+/// usual, and the agent closes every one of them after its idle timeout
+/// (5 s), the trickling ones included.
+#[tokio::test]
+async fn slow_and_oversized_tcp_clients_do_not_stall_other_dns_clients() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    const EACH_KIND: usize = 50;
+    // A bound against hangs, not a speed claim.
+    const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+    let block = loopback_block();
+    let mut a = Agent::start(AgentSpec::new(&block, 1, "a").with_records(WEB_RECORDS)).await;
+    let ip = a.spec.ip.clone();
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (dig(&ip, DNS_PORT, &["+short", "web-1.muster"]).trim() == "10.0.0.5").then_some(())
+    })
+    .await;
+
+    let open = |first_bytes: &[u8]| -> TcpStream {
+        let mut stream = TcpStream::connect(format!("{ip}:{DNS_PORT}")).expect("connect");
+        stream.write_all(first_bytes).expect("send the first bytes");
+        stream.set_nonblocking(true).expect("nonblocking");
+        stream
+    };
+    // Announce a 65535-byte query, then send nothing.
+    let oversized: Vec<TcpStream> = (0..EACH_KIND).map(|_| open(&[0xff, 0xff])).collect();
+    // Send one byte of the length, then hang (slowloris).
+    let half_length: Vec<TcpStream> = (0..EACH_KIND).map(|_| open(&[0x00])).collect();
+    // Announce 512 bytes, then send a few per second: never a whole query.
+    let trickling: Vec<TcpStream> = (0..EACH_KIND).map(|_| open(&[0x02, 0x00])).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let streams: Vec<TcpStream> = trickling
+            .iter()
+            .map(|s| s.try_clone().expect("clone"))
+            .collect();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // At most 30 s of trickling (5 bytes a second, under 512).
+            for round in 0..150u8 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for mut s in &streams {
+                    // The agent closes these; writes then fail, which is fine.
+                    let _ = s.write(&[round]);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let junk: Vec<&TcpStream> = oversized
+        .iter()
+        .chain(&half_length)
+        .chain(&trickling)
+        .collect();
+
+    let timed_dig = |args: &[&str]| {
+        let start = Instant::now();
+        let answer = dig(&ip, DNS_PORT, args);
+        (answer.trim().to_owned(), start.elapsed())
+    };
+    let (answer, took) = timed_dig(&["+short", "+tcp", "web-1.muster"]);
+    assert_eq!(answer, "10.0.0.5", "dig +tcp");
+    assert!(took < ANSWER_WITHIN, "dig +tcp took {took:?}");
+    let (answer, took) = timed_dig(&["+short", "web-1.muster", "AAAA"]);
+    assert_eq!(answer, "fd00::5", "dig over UDP");
+    assert!(took < ANSWER_WITHIN, "dig over UDP took {took:?}");
+    let still_open = junk.iter().filter(|s| !closed_by_peer(s)).count();
+    assert_eq!(
+        still_open,
+        junk.len(),
+        "the junk connections must still be open when the clients are answered"
+    );
+
+    let junk = &junk;
+    eventually(
+        Duration::from_secs(20),
+        "the agent to close every junk connection",
+        || async move { junk.iter().all(|s| closed_by_peer(s)).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().expect("the trickling thread");
+    drop((oversized, half_length, trickling));
+
+    assert!(a.is_running(), "agent died");
+    assert_eq!(
+        dig(&ip, DNS_PORT, &["+short", "+tcp", "web-1.muster"]).trim(),
+        "10.0.0.5"
+    );
+    assert_eq!(
+        dig(&ip, DNS_PORT, &["+short", "web-1.muster"]).trim(),
+        "10.0.0.5"
+    );
+    let reply = dnspython(&ip, DNS_PORT, "web-1.muster.", "AAAA", true);
+    assert_eq!(reply["answers"], serde_json::json!(["fd00::5"]));
+}
+
+/// Whether the other end has closed (or reset) a nonblocking stream; bytes
+/// it sent are read and dropped (a peer that keeps sending counts as open).
+fn closed_by_peer(mut stream: &std::net::TcpStream) -> bool {
+    use std::io::{ErrorKind, Read};
+    let mut buf = [0; 512];
+    for _ in 0..16 {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
