@@ -264,3 +264,48 @@ async fn every_documented_form_answers_alike_with_dig_and_dnspython_over_udp_and
         }
     }
 }
+
+#[tokio::test]
+async fn a_question_compressed_into_the_header_gets_a_readable_formerr_over_udp_and_tcp() {
+    use hickory_server::proto::op::{Message, ResponseCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let block = loopback_block();
+    let a = Agent::start(AgentSpec::new(&block, 1, "a")).await;
+    let server = format!("{}:{}", a.spec.ip, a.dns_port());
+    // Found by the fuzz target: the question's name points at offset 2 of
+    // the header, which a reply would change under it.
+    let query = [
+        0x12u8, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x02, 0, 1, 0, 1,
+    ];
+    let check = |reply: &[u8]| {
+        let reply = Message::from_vec(reply).expect("a readable reply");
+        assert_eq!(reply.metadata.id, 0x1234);
+        assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    };
+
+    let udp = tokio::net::UdpSocket::bind(format!("{}:0", a.spec.ip))
+        .await
+        .unwrap();
+    udp.send_to(&query, &server).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+        .await
+        .expect("a UDP reply")
+        .unwrap();
+    check(&buf[..n]);
+
+    let mut tcp = tokio::net::TcpStream::connect(&server).await.unwrap();
+    tcp.write_all(&(query.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    tcp.write_all(&query).await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut len))
+        .await
+        .expect("a TCP reply")
+        .unwrap();
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    tcp.read_exact(&mut reply).await.unwrap();
+    check(&reply);
+}

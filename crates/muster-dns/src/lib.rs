@@ -700,6 +700,24 @@ impl Handler {
     }
 }
 
+/// Whether the (first) question's name uses a compression pointer. In a
+/// query there is no earlier name to point at, so such a pointer is
+/// malformed; worse, hickory echoes the question's bytes as received, and
+/// a pointer into the header then points at the reply's changed header
+/// and makes the reply unreadable (found by the fuzz target). Such queries
+/// get FORMERR without a question section.
+fn question_is_compressed(packet: &[u8]) -> bool {
+    let mut at = 12;
+    while let Some(&len) = packet.get(at) {
+        match len {
+            0 => return false,
+            l if l & 0xc0 != 0 => return true,
+            l => at += 1 + l as usize,
+        }
+    }
+    false
+}
+
 /// The message hickory would send for `reply`.
 fn response<'a>(
     request: &'a Request,
@@ -757,6 +775,19 @@ impl RequestHandler for Tcp {
         mut response_handle: R,
     ) -> ResponseInfo {
         let handler = &self.0;
+        if question_is_compressed(request.as_slice()) {
+            // Answer from a copy of the header alone, so that the bad
+            // question is not echoed.
+            let mut header = request.as_slice()[..12].to_vec();
+            header[4..12].fill(0);
+            if let Ok(bare) = Request::from_bytes(header, request.src(), request.protocol()) {
+                let reply = Reply::error(
+                    Metadata::response_from_request(&request.metadata),
+                    ResponseCode::FormErr,
+                );
+                return send(&mut response_handle, response(&bare, &reply, None)).await;
+            }
+        }
         let edns = Handler::edns_for(request);
         let reply = handler.reply(request);
         let reply = if reply.forward {
@@ -932,6 +963,23 @@ mod tests {
         let reply = hickory_server::proto::op::Message::from_vec(&reply).unwrap();
         assert_eq!(reply.metadata.id, 0x1234);
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn a_question_compressed_into_the_header_gets_a_readable_formerr() {
+        // Found by the fuzz target: the question name is a pointer to
+        // offset 2 of the header (crates/muster-dns/fuzz/regressions).
+        let packet = [
+            0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x02, 0, 1, 0, 1,
+        ];
+        let handler = handler_with(Vec::new());
+        let reply = handler
+            .answer_packet(&packet, "127.0.0.1:5300".parse().unwrap())
+            .expect("a reply");
+        let reply = hickory_server::proto::op::Message::from_vec(&reply).expect("readable");
+        assert_eq!(reply.metadata.id, 0x1234);
+        assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+        assert!(reply.queries.is_empty());
     }
 
     #[test]

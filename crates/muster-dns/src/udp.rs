@@ -120,16 +120,22 @@ pub(crate) enum Outcome {
 }
 
 /// Answers one packet into `out`, as hickory's own server would: no reply
-/// to fewer than 12 bytes, FORMERR to a header followed by garbage.
+/// to fewer than 12 bytes, FORMERR (with no question section) to a header
+/// followed by garbage or by a question that uses name compression.
 pub(crate) fn answer(
     handler: &Handler,
     packet: &[u8],
     src: SocketAddr,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-        Ok(request) => request,
-        Err(_) => {
+    let parsed = if crate::question_is_compressed(packet) {
+        None
+    } else {
+        Request::from_bytes(packet.to_vec(), src, Protocol::Udp).ok()
+    };
+    let request = match parsed {
+        Some(request) => request,
+        None => {
             let mut decoder = BinDecoder::new(packet);
             let Ok(header) = Header::read(&mut decoder) else {
                 return Outcome::Drop;
