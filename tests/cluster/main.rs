@@ -10,4 +10,5 @@ mod directory;
 mod discovery;
 mod docker;
 mod lifecycle;
+mod policy;
 mod register;

@@ -8,6 +8,7 @@
 
 mod http;
 mod register;
+mod violations;
 mod watch;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use muster_core::{Selector, Snapshot, State};
 use muster_gossip::LastHeard;
+use muster_policy::PolicyEngine;
 use muster_proto::v1;
 use muster_proto::v1::directory_server::{Directory, DirectoryServer};
 use muster_sources::registry::Registry;
@@ -60,6 +62,7 @@ pub struct DirectoryService {
     epoch: u64,
     last_heard: LastHeard,
     registry: Option<Registry>,
+    policy: Option<PolicyEngine>,
 }
 
 impl DirectoryService {
@@ -77,12 +80,20 @@ impl DirectoryService {
             epoch,
             last_heard: LastHeard::default(),
             registry: None,
+            policy: None,
         }
     }
 
     /// Members show when each was last heard from, as `heard` records it.
     pub fn with_last_heard(mut self, heard: LastHeard) -> DirectoryService {
         self.last_heard = heard;
+        self
+    }
+
+    /// Violations and WatchViolations report `engine`'s verdicts; without
+    /// one they answer UNAVAILABLE.
+    pub fn with_policy(mut self, engine: PolicyEngine) -> DirectoryService {
+        self.policy = Some(engine);
         self
     }
 
@@ -194,6 +205,27 @@ impl Directory for DirectoryService {
             .map(Response::new)
     }
 
+    async fn violations(
+        &self,
+        request: Request<v1::ViolationsRequest>,
+    ) -> Result<Response<v1::ViolationsResponse>, Status> {
+        let rule = request.into_inner().rule;
+        Ok(Response::new(violations::list(self.policy()?, &rule)))
+    }
+
+    type WatchViolationsStream = violations::ViolationStream;
+
+    async fn watch_violations(
+        &self,
+        request: Request<v1::ViolationsRequest>,
+    ) -> Result<Response<Self::WatchViolationsStream>, Status> {
+        let rule = request.into_inner().rule;
+        Ok(Response::new(violations::watch(
+            self.policy()?.clone(),
+            rule,
+        )))
+    }
+
     async fn deregister(
         &self,
         request: Request<v1::DeregisterRequest>,
@@ -206,6 +238,12 @@ impl Directory for DirectoryService {
 }
 
 impl DirectoryService {
+    fn policy(&self) -> Result<&PolicyEngine, Status> {
+        self.policy
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this agent judges no naming policy"))
+    }
+
     fn registry(&self) -> Result<&Registry, Status> {
         self.registry
             .as_ref()

@@ -46,6 +46,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use ipnet::IpNet;
 use muster_core::Snapshot;
+use muster_policy::Violations;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::warn;
@@ -151,6 +152,8 @@ pub struct Handler {
     rotation: AtomicUsize,
     forward_to: Vec<SocketAddr>,
     reverse_zones: Vec<ReverseZone>,
+    /// The naming policy's verdicts: records it keeps out of DNS.
+    violations: Option<Arc<ArcSwap<Violations>>>,
 }
 
 impl Handler {
@@ -185,7 +188,26 @@ impl Handler {
                 .iter()
                 .map(|net| ReverseZone::new(*net))
                 .collect::<Result<_, _>>()?,
+            violations: None,
         })
+    }
+
+    /// Leaves out of every answer the records that `violations` says break
+    /// a rule with `exclude_from_dns`.
+    pub fn with_violations(mut self, violations: Arc<ArcSwap<Violations>>) -> Handler {
+        self.violations = Some(violations);
+        self
+    }
+
+    /// Whether the naming policy lets `r` be answered.
+    fn shown(&self, r: &muster_core::Record) -> bool {
+        match &self.violations {
+            None => true,
+            Some(v) => {
+                let v = v.load();
+                !v.hides_any() || !v.hides(&r.host, &r.id)
+            }
+        }
     }
 
     /// The SOA of a zone muster serves (its own or a reverse zone).
@@ -221,7 +243,10 @@ impl Handler {
         // A and AAAA (or TXT) of the running records among `records`;
         // NXDOMAIN when none runs.
         let named = |records: Vec<&Arc<muster_core::Record>>| -> Answer {
-            let running: Vec<_> = records.into_iter().filter(|r| r.is_resolvable()).collect();
+            let running: Vec<_> = records
+                .into_iter()
+                .filter(|r| r.is_resolvable() && self.shown(r))
+                .collect();
             if running.is_empty() {
                 return Answer::NxDomain;
             }
@@ -245,7 +270,7 @@ impl Handler {
                 // Only running members that are not failing their health
                 // check answer for the group, rotated on every query so
                 // that clients taking the first answer spread the load.
-                let serving = members.iter().filter(|r| r.serves());
+                let serving = members.iter().filter(|r| r.serves() && self.shown(r));
                 Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
             [host, label] if *label == HOST_LABEL => {
@@ -279,7 +304,7 @@ impl Handler {
                 if matching.is_empty() {
                     return Answer::NxDomain;
                 }
-                let serving = matching.iter().filter(|r| r.serves());
+                let serving = matching.iter().filter(|r| r.serves() && self.shown(r));
                 Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
             // `<name>.<host>`: one host's records when a name repeats.
@@ -370,7 +395,7 @@ impl Handler {
         }
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
-        for r in members.iter().filter(|r| r.serves()) {
+        for r in members.iter().filter(|r| r.serves() && self.shown(r)) {
             let number = match port.parse::<u16>() {
                 Ok(n) => Some(n),
                 Err(_) => r
@@ -462,7 +487,7 @@ impl Handler {
         }
         let ip = net.addr();
         let mut targets: Vec<Name> = Vec::new();
-        for r in snapshot.by_ip(ip) {
+        for r in snapshot.by_ip(ip).iter().filter(|r| self.shown(r)) {
             let local = r.addresses.iter().any(|a| a.ip == ip && a.local);
             let relative = if local {
                 format!("{}.{}", r.name, r.host)

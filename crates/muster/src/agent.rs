@@ -9,6 +9,7 @@ use anyhow::Context;
 use muster_api::{DirectoryService, GrpcServer, serve_http};
 use muster_dns::{DnsConfig, DnsServer, Handler};
 use muster_gossip::{Gossip, GossipConfig, PublishReport, Publisher};
+use muster_policy::{Policy, PolicyEngine};
 use muster_sources::SourceUpdate;
 use muster_sources::docker::{DockerSource, DockerStatus};
 use muster_sources::registry::Registry;
@@ -32,6 +33,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let initial_static = match &config.static_file {
         Some(path) => Some(static_file::load(path)?),
         None => None,
+    };
+
+    // So does a bad naming policy.
+    let policy = match &config.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
     };
 
     let generation = SystemTime::now()
@@ -59,6 +66,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     })
     .await?;
     let directory = gossip.directory();
+    gossip.publisher().set_meta("policy", policy.digest()).await;
+    info!(
+        digest = policy.digest(),
+        rules = policy.rules().len(),
+        "naming policy loaded"
+    );
+    let (policy_engine, policy_task) =
+        PolicyEngine::start(policy, directory.clone(), gossip.revisions());
+    let policy_task = tokio::spawn(policy_task);
 
     let dns = DnsServer::bind(
         config.dns_addr,
@@ -71,7 +87,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 reverse_zones: config.reverse_zones.clone(),
             },
             directory.clone(),
-        )?,
+        )?
+        .with_violations(policy_engine.shared()),
     )
     .await?;
 
@@ -92,7 +109,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         grpc.serve(
             DirectoryService::new(directory.clone(), gossip.revisions(), generation)
                 .with_last_heard(gossip.last_heard())
-                .with_registry(registry),
+                .with_registry(registry)
+                .with_policy(policy_engine.clone()),
             stopped(stop_rx.clone()),
         ),
     );
@@ -161,8 +179,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 if config.static_file.is_some() {
                     info!("SIGHUP: reloading static records");
                     reload.notify_one();
-                } else {
-                    info!("SIGHUP: no static file to reload");
+                }
+                if let Some(path) = &config.policy {
+                    info!("SIGHUP: reloading the naming policy");
+                    match Policy::load(path) {
+                        Ok(policy) => {
+                            gossip.publisher().set_meta("policy", policy.digest()).await;
+                            policy_engine.set_policy(policy).await;
+                        }
+                        Err(e) => error!(error = %e, "naming policy not reloaded; the previous one stays"),
+                    }
+                }
+                if config.static_file.is_none() && config.policy.is_none() {
+                    info!("SIGHUP: nothing to reload");
                 }
             }
             _ = terminate.recv() => break Ok(()),
@@ -195,6 +224,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
     })
     .await;
+    policy_task.abort();
     within("gossip", gossip.shutdown()).await;
     info!("stopped");
     outcome

@@ -209,7 +209,7 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
                 t,
                 "{}",
                 if wide {
-                    "\tGENERATION\tGRPC\tDOCKER ERROR"
+                    "\tGENERATION\tGRPC\tPOLICY\tDOCKER ERROR"
                 } else {
                     ""
                 }
@@ -231,9 +231,10 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
                 if wide {
                     write!(
                         t,
-                        "\t{}\t{}\t{}",
+                        "\t{}\t{}\t{}\t{}",
                         m.generation,
                         m.meta.get("grpc_addr").map_or("-", String::as_str),
+                        m.meta.get("policy").map_or("-", String::as_str),
                         dash(&m.docker_error),
                     )
                     .map_err(io_error)?;
@@ -573,4 +574,166 @@ fn flush(t: TabWriter<Vec<u8>>) -> Result<(), ClientError> {
 
 fn io_error(e: std::io::Error) -> ClientError {
     ClientError(format!("cannot write output: {e}"))
+}
+
+/// `muster violations [--rule R] [--watch]`.
+pub async fn violations(
+    rule: &str,
+    follow: bool,
+    args: &ClientArgs,
+) -> Result<Outcome, ClientError> {
+    if follow {
+        return watch_violations(rule, args).await;
+    }
+    let mut client = connect(&args.addr).await?;
+    let response = client
+        .violations(v1::ViolationsRequest {
+            rule: rule.to_owned(),
+        })
+        .await
+        .map_err(|s| call_error(&args.addr, s))?
+        .into_inner();
+    for member in &response.mismatched_members {
+        eprintln!(
+            "warning: member {member} judges by a different policy than this agent ({})",
+            response.policy_digest
+        );
+    }
+    let found = !response.violations.is_empty();
+    match args.output {
+        Output::Json => print_json(&serde_json::json!({
+            "violations": response.violations.iter().map(violation_json).collect::<Vec<_>>(),
+            "revision": response.revision,
+            "policy_digest": response.policy_digest,
+            "mismatched_members": response.mismatched_members,
+        }))?,
+        Output::Table | Output::Wide => {
+            if found {
+                let mut t = table();
+                write_violation_header(&mut t, args.output)?;
+                for v in &response.violations {
+                    write_violation_row(&mut t, v, None, args.output)?;
+                }
+                flush(t)?;
+            } else {
+                eprintln!("no violations (policy {})", response.policy_digest);
+            }
+        }
+    }
+    Ok(if found {
+        Outcome::Found
+    } else {
+        Outcome::NotFound
+    })
+}
+
+fn violation_json(v: &v1::Violation) -> serde_json::Value {
+    serde_json::json!({
+        "rule": v.rule,
+        "severity": v.severity,
+        "name": v.name,
+        "host": v.host,
+        "id": v.id,
+        "why": v.why,
+        "since_ms": v.since_ms,
+        "since": humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(v.since_ms.max(0) as u64)).to_string(),
+        "excluded_from_dns": v.excluded_from_dns,
+    })
+}
+
+fn write_violation_header(t: &mut impl Write, output: Output) -> Result<(), ClientError> {
+    let wide = if output == Output::Wide {
+        "\tID\tOUT OF DNS"
+    } else {
+        ""
+    };
+    writeln!(t, "RULE\tSEVERITY\tNAME\tHOST\tWHY\tSINCE{wide}").map_err(io_error)
+}
+
+fn write_violation_row(
+    t: &mut impl Write,
+    v: &v1::Violation,
+    event: Option<&str>,
+    output: Output,
+) -> Result<(), ClientError> {
+    if let Some(event) = event {
+        write!(t, "{event}\t").map_err(io_error)?;
+    }
+    write!(
+        t,
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        v.rule,
+        v.severity,
+        v.name,
+        v.host,
+        v.why,
+        age(v.since_ms / 1000)
+    )
+    .map_err(io_error)?;
+    if output == Output::Wide {
+        write!(
+            t,
+            "\t{}\t{}",
+            v.id,
+            if v.excluded_from_dns { "yes" } else { "no" }
+        )
+        .map_err(io_error)?;
+    }
+    writeln!(t).map_err(io_error)
+}
+
+/// `muster violations --watch`: the current set, then each start and end.
+async fn watch_violations(rule: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
+    let mut client = connect_with(&args.addr, None).await?;
+    let mut stream = client
+        .watch_violations(v1::ViolationsRequest {
+            rule: rule.to_owned(),
+        })
+        .await
+        .map_err(|s| call_error(&args.addr, s))?
+        .into_inner();
+    if args.output != Output::Json {
+        let mut t = table();
+        write!(t, "EVENT\t").map_err(io_error)?;
+        write_violation_header(&mut t, args.output)?;
+        flush(t)?;
+    }
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Err(ClientError(format!(
+                    "muster agent at {} ended the watch",
+                    args.addr
+                )));
+            }
+            Err(status) => return Err(call_error(&args.addr, status)),
+        };
+        use v1::violation_event::Kind;
+        let kind = match event.kind() {
+            Kind::Started => "started",
+            Kind::Ended => "ended",
+            Kind::Synced => "synced",
+            Kind::Reset => "reset",
+            Kind::Unspecified => "unknown",
+        };
+        match args.output {
+            Output::Json => {
+                let line = serde_json::json!({
+                    "event": kind,
+                    "violation": event.violation.as_ref().map(violation_json),
+                });
+                println!("{line}");
+            }
+            Output::Table | Output::Wide => {
+                let mut t = table();
+                match &event.violation {
+                    Some(v) => write_violation_row(&mut t, v, Some(kind), args.output)?,
+                    None => writeln!(t, "{kind}").map_err(io_error)?,
+                }
+                flush(t)?;
+            }
+        }
+        std::io::stdout().flush().map_err(io_error)?;
+    }
 }

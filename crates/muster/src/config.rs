@@ -123,6 +123,11 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
 
+    /// Naming policy file (TOML, `[[rule]]` tables), re-read on SIGHUP;
+    /// give every agent the same one. Example: --policy deploy/policy.toml
+    #[arg(long, env = "MUSTER_POLICY", value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+
     /// Do not watch the local Docker engine
     #[arg(long, env = "MUSTER_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_docker: Option<bool>,
@@ -183,6 +188,7 @@ pub struct AgentConfig {
     pub dns_forward: Vec<SocketAddr>,
     pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
     pub dead_grace: Duration,
@@ -240,6 +246,7 @@ impl AgentArgs {
             dns_forward: pick!(dns_forward, Vec::new()),
             reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
+            policy: self.policy.or(file.policy),
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_secs(1))).0,
             dead_grace: pick!(dead_grace, HumanDuration(Duration::from_secs(5))).0,
@@ -417,5 +424,15 @@ mod shipped_examples {
         ));
         let records = muster_sources::static_file::load(path).expect("deploy/records.example.toml");
         assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn the_example_policy_in_deploy_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.toml"
+        ));
+        let policy = muster_policy::Policy::load(path).expect("deploy/policy.toml");
+        assert_eq!(policy.rules().len(), 2);
     }
 }

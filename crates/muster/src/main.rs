@@ -88,6 +88,22 @@ enum Command {
     ///
     /// Example: muster register mon-1 --ip 10.0.0.9 --label app=mon --port 9100/tcp --ttl 30s
     Register(Box<register::RegisterArgs>),
+    /// Show the records that break the naming policy, and names held on
+    /// several hosts: rule, record, host, why, since when. Exit code 0 when
+    /// there is any, 1 when there is none.
+    ///
+    /// Examples: muster violations; muster violations --rule duplicate-name -o json;
+    /// muster violations --watch
+    Violations {
+        /// Only violations of this rule (`duplicate-name` for duplicates)
+        #[arg(long, default_value = "", value_name = "RULE")]
+        rule: String,
+        /// Keep printing violations as they start and end, until interrupted
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show every agent of the cluster with its liveness.
     ///
     /// Example: muster members -o json
@@ -147,6 +163,11 @@ fn main() -> ExitCode {
             client,
         } => finish(runtime.block_on(client::watch(&selector, from_revision, epoch, &client))),
         Command::Register(args) => finish(runtime.block_on(register::run(&args))),
+        Command::Violations {
+            rule,
+            watch,
+            client,
+        } => finish(runtime.block_on(client::violations(&rule, watch, &client))),
         Command::Members { client } => finish(runtime.block_on(client::members(&client))),
     }
 }
