@@ -17,8 +17,8 @@ const CHANGES: usize = 2_000;
 
 fn record(i: usize, owner: bool) -> Record {
     let mut r = Record::new(
-        &format!("id-{i}"),
-        &format!("billing-batch-{i}"),
+        format!("id-{i}"),
+        format!("billing-batch-{i}"),
         Source::Static,
     );
     r.host = format!("host-{}", i % 100);
