@@ -12,7 +12,6 @@
 #[path = "../../../tests/cluster/harness.rs"]
 mod harness;
 
-#[allow(dead_code)]
 #[path = "../../../tests/cluster/docker.rs"]
 mod docker;
 
