@@ -28,7 +28,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-pub use http::serve_http;
+pub use http::{HttpState, serve_http};
 
 /// Longest name or selector accepted in a request, in bytes.
 const MAX_QUERY_BYTES: usize = 4096;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use muster_api::{DirectoryService, GrpcServer, serve_http};
+use muster_api::{DirectoryService, GrpcServer, HttpState, serve_http};
 use muster_dns::{DnsConfig, DnsServer, Handler};
 use muster_gossip::{Gossip, GossipConfig, PublishReport, Publisher};
 use muster_policy::{Policy, PolicyEngine};
@@ -116,7 +116,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let (http_addr, http) = serve_http(
         config.http_addr,
-        directory.clone(),
+        HttpState {
+            directory: directory.clone(),
+            violations: policy_engine.shared(),
+        },
         stopped(stop_rx.clone()),
     )
     .await?;

@@ -1,5 +1,9 @@
-//! The HTTP endpoints: `/healthz` (the process serves) and `/readyz` (it
-//! has joined gossip and holds a directory).
+//! The HTTP endpoints, all answering from the directory snapshot:
+//! `/healthz` (the process serves), `/readyz` (it has joined gossip and
+//! holds a directory), `/metrics` (Prometheus text format), `/v1/sd`
+//! (Prometheus HTTP service discovery) and `/` (the status page).
+
+mod sd;
 
 use std::sync::Arc;
 
@@ -8,16 +12,27 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use muster_core::{Liveness, Snapshot};
+use muster_policy::Violations;
 use tokio::net::TcpListener;
 
 use crate::ApiError;
+
+/// What every HTTP handler reads from.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The directory.
+    pub directory: Arc<ArcSwap<Snapshot>>,
+    /// The naming policy's verdicts.
+    pub violations: Arc<ArcSwap<Violations>>,
+}
 
 /// Serves the HTTP endpoints on `addr` until `shutdown` resolves. Returns
 /// once bound, with the bound address and the serving future.
 pub async fn serve_http(
     addr: std::net::SocketAddr,
-    directory: Arc<ArcSwap<Snapshot>>,
+    state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<
     (
@@ -36,7 +51,13 @@ pub async fn serve_http(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(directory);
+        .route("/v1/sd", get(sd::targets))
+        .with_state(state);
+    // Answers of a few kilobytes would otherwise wait on Nagle's algorithm
+    // and the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serving = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -46,8 +67,8 @@ pub async fn serve_http(
 }
 
 /// Ready once the agent sees itself alive among the members.
-async fn ready(State(directory): State<Arc<ArcSwap<Snapshot>>>) -> (StatusCode, &'static str) {
-    let snapshot = directory.load();
+async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    let snapshot = state.directory.load();
     if snapshot
         .members()
         .iter()
