@@ -725,20 +725,29 @@ impl Handler {
     }
 }
 
-/// Whether the (first) question's name uses a compression pointer. In a
-/// query there is no earlier name to point at, so such a pointer is
-/// malformed; worse, hickory echoes the question's bytes as received, and
-/// a pointer into the header then points at the reply's changed header
-/// and makes the reply unreadable (found by the fuzz target). Such queries
+/// Whether any question's name uses a compression pointer. muster takes
+/// one question, with nothing before it to point at, so such a pointer is
+/// malformed; worse, hickory echoes the question section's bytes as
+/// received, and a pointer into the header then points at the reply's
+/// changed header and makes the reply unreadable (found by the fuzz
+/// target, first with one question, then with a second one). Such queries
 /// get FORMERR without a question section.
 fn question_is_compressed(packet: &[u8]) -> bool {
+    let questions = packet
+        .get(4..6)
+        .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
     let mut at = 12;
-    while let Some(&len) = packet.get(at) {
-        match len {
-            0 => return false,
-            l if l & 0xc0 != 0 => return true,
-            l => at += 1 + l as usize,
+    for _ in 0..questions {
+        loop {
+            match packet.get(at) {
+                None => return false,
+                Some(0) => break,
+                Some(l) if l & 0xc0 != 0 => return true,
+                Some(l) => at += 1 + *l as usize,
+            }
         }
+        // The root label, then type and class.
+        at += 1 + 4;
     }
     false
 }
@@ -992,19 +1001,24 @@ mod tests {
 
     #[test]
     fn a_question_compressed_into_the_header_gets_a_readable_formerr() {
-        // Found by the fuzz target: the question name is a pointer to
-        // offset 2 of the header (crates/muster-dns/fuzz/regressions).
-        let packet = [
-            0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x02, 0, 1, 0, 1,
-        ];
-        let handler = handler_with(Vec::new());
-        let reply = handler
-            .answer_packet(&packet, "127.0.0.1:5300".parse().unwrap())
-            .expect("a reply");
-        let reply = hickory_server::proto::op::Message::from_vec(&reply).expect("readable");
-        assert_eq!(reply.metadata.id, 0x1234);
-        assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
-        assert!(reply.queries.is_empty());
+        // Found by the fuzz target (crates/muster-dns/fuzz/regressions):
+        // a question name that is a pointer to offset 2 of the header, as
+        // the only question and as the second one after the root.
+        let regressions = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(regressions).expect("fuzz/regressions") {
+            let packet = std::fs::read(entry.expect("entry").path()).expect("read");
+            let handler = handler_with(Vec::new());
+            let reply = handler
+                .answer_packet(&packet, "127.0.0.1:5300".parse().unwrap())
+                .expect("a reply");
+            let reply = hickory_server::proto::op::Message::from_vec(&reply).expect("readable");
+            assert_eq!(reply.metadata.id, 0x1234);
+            assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+            assert!(reply.queries.is_empty());
+            seen += 1;
+        }
+        assert!(seen >= 2, "{seen} regression inputs");
     }
 
     #[test]
