@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod http;
+mod metrics;
 mod register;
 mod violations;
 mod watch;
@@ -29,6 +30,22 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 pub use http::{HttpState, serve_http};
+pub use metrics::GrpcMetrics;
+
+/// Adds to `registry` the gauges read from the directory and the naming
+/// policy's verdicts at every scrape: `muster_build_info`,
+/// `muster_records`, `muster_members`, `muster_policy_violations`,
+/// `muster_index_revision`.
+pub fn register_directory_metrics(
+    registry: &mut prometheus_client::registry::Registry,
+    directory: Arc<ArcSwap<Snapshot>>,
+    violations: Arc<ArcSwap<muster_policy::Violations>>,
+) {
+    registry.register_collector(Box::new(metrics::DirectoryCollector {
+        directory,
+        violations,
+    }));
+}
 
 /// Longest name or selector accepted in a request, in bytes.
 const MAX_QUERY_BYTES: usize = 4096;
@@ -335,6 +352,7 @@ impl GrpcServer {
     pub async fn serve(
         self,
         service: DirectoryService,
+        metrics: GrpcMetrics,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ApiError> {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -358,6 +376,7 @@ impl GrpcServer {
             Ok::<_, std::io::Error>(stream)
         });
         tonic::transport::Server::builder()
+            .layer(metrics::GrpcMetricsLayer(metrics))
             .add_service(DirectoryServer::new(service))
             .add_service(health_service)
             .add_service(reflection_v1)

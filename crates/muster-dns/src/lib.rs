@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod forward;
+mod metrics;
 mod udp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +51,8 @@ use muster_policy::Violations;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::warn;
+
+pub use metrics::DnsMetrics;
 
 /// A record label `muster.port.<name>=<number>` names a port for SRV.
 pub const PORT_LABEL_PREFIX: &str = "muster.port.";
@@ -154,6 +157,7 @@ pub struct Handler {
     reverse_zones: Vec<ReverseZone>,
     /// The naming policy's verdicts: records it keeps out of DNS.
     violations: Option<Arc<ArcSwap<Violations>>>,
+    metrics: DnsMetrics,
 }
 
 impl Handler {
@@ -189,7 +193,14 @@ impl Handler {
                 .map(|net| ReverseZone::new(*net))
                 .collect::<Result<_, _>>()?,
             violations: None,
+            metrics: DnsMetrics::default(),
         })
+    }
+
+    /// Counts queries in `metrics`.
+    pub fn with_metrics(mut self, metrics: DnsMetrics) -> Handler {
+        self.metrics = metrics;
+        self
     }
 
     /// Leaves out of every answer the records that `violations` says break
@@ -699,6 +710,7 @@ impl Handler {
 
     /// The encoded UDP reply to a query forwarded upstream.
     pub(crate) async fn answer_forwarded(&self, request: &Request) -> Vec<u8> {
+        let started = std::time::Instant::now();
         let reply = self.forwarded(request).await;
         let mut out = Vec::with_capacity(512);
         encode_udp(
@@ -706,6 +718,12 @@ impl Handler {
             &reply,
             Handler::edns_for(request).as_ref(),
             &mut out,
+        );
+        self.metrics.answered(
+            metrics::qtype_of(request.as_slice()),
+            &out,
+            "udp",
+            started.elapsed().as_secs_f64(),
         );
         out
     }
@@ -809,6 +827,8 @@ impl RequestHandler for Tcp {
         mut response_handle: R,
     ) -> ResponseInfo {
         let handler = &self.0;
+        let started = std::time::Instant::now();
+        let qtype = metrics::qtype_of(request.as_slice());
         if question_is_compressed(request.as_slice()) {
             // Answer from a copy of the header alone, so that the bad
             // question is not echoed.
@@ -819,6 +839,9 @@ impl RequestHandler for Tcp {
                     Metadata::response_from_request(&request.metadata),
                     ResponseCode::FormErr,
                 );
+                handler
+                    .metrics
+                    .count(qtype, 1, "tcp", started.elapsed().as_secs_f64());
                 return send(&mut response_handle, response(&bare, &reply, None)).await;
             }
         }
@@ -829,6 +852,10 @@ impl RequestHandler for Tcp {
         } else {
             reply
         };
+        let rcode = (u16::from(reply.metadata.response_code) & 0x0f) as u8;
+        handler
+            .metrics
+            .count(qtype, rcode, "tcp", started.elapsed().as_secs_f64());
         send(
             &mut response_handle,
             response(request, &reply, edns.as_ref()),

@@ -89,8 +89,17 @@ fn serve(
             };
             let mut out = spare.pop().unwrap_or_default();
             out.clear();
+            let started = std::time::Instant::now();
             match answer(handler, packet, src, &mut out) {
-                Outcome::Reply => replies.push((out, SockaddrStorage::from(src))),
+                Outcome::Reply => {
+                    handler.metrics.answered(
+                        crate::metrics::qtype_of(packet),
+                        &out,
+                        "udp",
+                        started.elapsed().as_secs_f64(),
+                    );
+                    replies.push((out, SockaddrStorage::from(src)));
+                }
                 Outcome::Drop => spare.push(out),
                 Outcome::Forward(request) => {
                     spare.push(out);

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod metrics;
 mod publisher;
 mod sync;
 
@@ -25,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chitchat::transport::UdpTransport;
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
     ProtocolVersion, spawn_chitchat,
@@ -36,6 +36,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, RECORD_PREFIX};
+pub use metrics::GossipMetrics;
 pub use publisher::{PublishError, PublishReport, Publisher, publishable};
 pub use sync::LastHeard;
 
@@ -64,6 +65,8 @@ pub struct GossipConfig {
     pub forget_after: Duration,
     /// Facts this agent publishes about itself (`meta:<key>`).
     pub meta: BTreeMap<String, String>,
+    /// Where to count datagrams, bytes and index updates.
+    pub metrics: GossipMetrics,
 }
 
 /// Why gossip could not start.
@@ -122,12 +125,16 @@ impl Gossip {
             .iter()
             .map(|(k, v)| (format!("{META_PREFIX}{k}"), v.clone()))
             .collect();
-        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport)
-            .await
-            .map_err(|e| GossipError::Start {
-                addr: config.listen_addr,
-                reason: format!("{e:#}"),
-            })?;
+        let handle = spawn_chitchat(
+            chitchat_config,
+            initial,
+            &metrics::CountingTransport(config.metrics.clone()),
+        )
+        .await
+        .map_err(|e| GossipError::Start {
+            addr: config.listen_addr,
+            reason: format!("{e:#}"),
+        })?;
         let chitchat = handle.chitchat();
         let wake = Arc::new(Notify::new());
         let listener = {
@@ -149,6 +156,7 @@ impl Gossip {
                 dead_grace: config.dead_grace,
                 tick: config.gossip_interval.min(Duration::from_millis(100)),
                 suspect_after: config.gossip_interval * 3,
+                metrics: config.metrics.clone(),
             },
             revisions_tx,
             heard.clone(),

@@ -26,6 +26,7 @@ pub(crate) struct Settings {
     pub tick: Duration,
     /// A live node whose heartbeat has not moved for this long is suspect.
     pub suspect_after: Duration,
+    pub metrics: crate::GossipMetrics,
 }
 
 /// When each node's heartbeat was last seen moving, by node name: kept
@@ -129,13 +130,16 @@ pub(crate) async fn run(
         }
         changes.push(Change::Members(members));
         let current = directory.load();
+        let started = Instant::now();
         let next = current.apply(changes);
+        let took = started.elapsed();
         if next.revision() != current.revision() {
             debug!(
                 revision = next.revision(),
                 records = next.len(),
                 "directory updated"
             );
+            settings.metrics.apply_seconds.observe(took.as_secs_f64());
             let revision = next.revision();
             directory.store(Arc::new(next));
             revisions.send_replace(revision);

@@ -33,6 +33,7 @@ fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
         dead_grace: Duration::from_millis(500),
         forget_after: Duration::from_secs(60),
         meta: BTreeMap::new(),
+        metrics: Default::default(),
     }
 }
 

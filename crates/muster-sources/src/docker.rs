@@ -41,6 +41,8 @@ use muster_core::{
     Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,
     Protocol, Record, Source, State, dns_label_from,
 };
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -174,17 +176,55 @@ enum SessionError {
     Closed,
 }
 
+/// The Docker source's metrics; cheap to clone (shared counters).
+#[derive(Clone, Debug, Default)]
+pub struct DockerMetrics {
+    events: Counter,
+    disconnects: Counter,
+}
+
+impl DockerMetrics {
+    /// Registers the metrics under `muster_docker_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "muster_docker_events",
+            "Docker engine events received",
+            self.events.clone(),
+        );
+        registry.register(
+            "muster_docker_disconnects",
+            "Times the connection to the Docker engine was lost or could not be made (each is followed by a retry)",
+            self.disconnects.clone(),
+        );
+    }
+}
+
 /// The Docker source task.
 pub struct DockerSource {
     config: DockerConfig,
     status: watch::Sender<DockerStatus>,
+    metrics: DockerMetrics,
 }
 
 impl DockerSource {
     /// A source with `config`, and a receiver of its connection status.
     pub fn new(config: DockerConfig) -> (DockerSource, watch::Receiver<DockerStatus>) {
         let (status, rx) = watch::channel(DockerStatus::Connecting);
-        (DockerSource { config, status }, rx)
+        let metrics = DockerMetrics::default();
+        (
+            DockerSource {
+                config,
+                status,
+                metrics,
+            },
+            rx,
+        )
+    }
+
+    /// Counts events and disconnections in `metrics`.
+    pub fn with_metrics(mut self, metrics: DockerMetrics) -> DockerSource {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until the receiver of `updates` is dropped: connects, reports
@@ -197,6 +237,7 @@ impl DockerSource {
                 config: &self.config,
                 status: &self.status,
                 updates: &updates,
+                metrics: &self.metrics,
                 known: HashMap::new(),
                 connected: false,
             };
@@ -212,6 +253,7 @@ impl DockerSource {
             if session.connected {
                 backoff = BACKOFF_MIN;
             }
+            self.metrics.disconnects.inc();
             let was_connected = matches!(*self.status.borrow(), DockerStatus::Connected { .. });
             if was_connected || *self.status.borrow() == DockerStatus::Connecting {
                 warn!(%error, retry_in = ?backoff, "Docker source disconnected; keeping the published containers and retrying");
@@ -234,6 +276,7 @@ struct Session<'a> {
     config: &'a DockerConfig,
     status: &'a watch::Sender<DockerStatus>,
     updates: &'a mpsc::Sender<SourceUpdate>,
+    metrics: &'a DockerMetrics,
     /// What this session has reported, by short id.
     known: HashMap<String, Record>,
     connected: bool,
@@ -331,6 +374,7 @@ impl Session<'_> {
             }
             Some(Ok(e)) => e,
         };
+        self.metrics.events.inc();
         let action = event.action.as_deref().unwrap_or("");
         let actor = event.actor.as_ref();
         let attributes = actor.and_then(|a| a.attributes.as_ref());

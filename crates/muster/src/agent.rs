@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use muster_api::{DirectoryService, GrpcServer, HttpState, serve_http};
-use muster_dns::{DnsConfig, DnsServer, Handler};
-use muster_gossip::{Gossip, GossipConfig, PublishReport, Publisher};
+use muster_api::{
+    DirectoryService, GrpcMetrics, GrpcServer, HttpState, register_directory_metrics, serve_http,
+};
+use muster_dns::{DnsConfig, DnsMetrics, DnsServer, Handler};
+use muster_gossip::{Gossip, GossipConfig, GossipMetrics, PublishReport, Publisher};
 use muster_policy::{Policy, PolicyEngine};
 use muster_sources::SourceUpdate;
-use muster_sources::docker::{DockerSource, DockerStatus};
+use muster_sources::docker::{DockerMetrics, DockerSource, DockerStatus};
 use muster_sources::registry::Registry;
 use muster_sources::static_file::{self, StaticFileSource};
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,6 +53,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ("dns_addr".to_owned(), config.dns_addr.to_string()),
         ("http_addr".to_owned(), config.http_addr.to_string()),
     ]);
+    let gossip_metrics = GossipMetrics::default();
     let gossip = Gossip::start(GossipConfig {
         node_name: config.node_name.clone(),
         generation,
@@ -63,6 +66,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         dead_grace: config.dead_grace,
         forget_after: FORGET_AFTER,
         meta,
+        metrics: gossip_metrics.clone(),
     })
     .await?;
     let directory = gossip.directory();
@@ -76,6 +80,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         PolicyEngine::start(policy, directory.clone(), gossip.revisions());
     let policy_task = tokio::spawn(policy_task);
 
+    // Every metric, for /metrics.
+    let (dns_metrics, docker_metrics, grpc_metrics) = (
+        DnsMetrics::default(),
+        DockerMetrics::default(),
+        GrpcMetrics::default(),
+    );
+    let mut metrics = prometheus_client::registry::Registry::default();
+    gossip_metrics.register(&mut metrics);
+    dns_metrics.register(&mut metrics);
+    docker_metrics.register(&mut metrics);
+    grpc_metrics.register(&mut metrics);
+    register_directory_metrics(&mut metrics, directory.clone(), policy_engine.shared());
+    let metrics = Arc::new(metrics);
+
     let dns = DnsServer::bind(
         config.dns_addr,
         Handler::new(
@@ -88,7 +106,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             },
             directory.clone(),
         )?
-        .with_violations(policy_engine.shared()),
+        .with_violations(policy_engine.shared())
+        .with_metrics(dns_metrics),
     )
     .await?;
 
@@ -111,6 +130,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 .with_last_heard(gossip.last_heard())
                 .with_registry(registry)
                 .with_policy(policy_engine.clone()),
+            grpc_metrics,
             stopped(stop_rx.clone()),
         ),
     );
@@ -119,6 +139,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         HttpState {
             directory: directory.clone(),
             violations: policy_engine.shared(),
+            metrics,
         },
         stopped(stop_rx.clone()),
     )
@@ -141,6 +162,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     match config.docker.clone() {
         Some(docker) => {
             let (source, mut status) = DockerSource::new(docker);
+            let source = source.with_metrics(docker_metrics);
             sources.spawn(source.run(updates_tx.clone()));
             // Members show each agent's Docker connection.
             sources.spawn(async move {

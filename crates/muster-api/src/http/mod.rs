@@ -10,11 +10,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use muster_core::{Liveness, Snapshot};
 use muster_policy::Violations;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::ApiError;
@@ -26,6 +29,8 @@ pub struct HttpState {
     pub directory: Arc<ArcSwap<Snapshot>>,
     /// The naming policy's verdicts.
     pub violations: Arc<ArcSwap<Violations>>,
+    /// Every metric, encoded by `/metrics`.
+    pub metrics: Arc<Registry>,
 }
 
 /// Serves the HTTP endpoints on `addr` until `shutdown` resolves. Returns
@@ -52,6 +57,7 @@ pub async fn serve_http(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/v1/sd", get(sd::targets))
+        .route("/metrics", get(metrics))
         .with_state(state);
     // Answers of a few kilobytes would otherwise wait on Nagle's algorithm
     // and the client's delayed ACK.
@@ -64,6 +70,26 @@ pub async fn serve_http(
             .await
     };
     Ok((bound, serving))
+}
+
+/// Every metric in Prometheus' text format.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let mut text = String::with_capacity(16 * 1024);
+    match prometheus_text::encode(&mut text, &state.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Ready once the agent sees itself alive among the members.
