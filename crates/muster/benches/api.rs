@@ -5,6 +5,8 @@
 //! - Lookup and List latency (p50, p99 over sequential calls on one
 //!   connection), each against the standard health Check on the same
 //!   server and connection, the cheapest call there is (the baseline);
+//! - `/v1/sd` (every record is a target): time and size of the answer,
+//!   against List of every record over gRPC (the baseline);
 //! - Watch fan-out: 100 watchers following every record while 1,000
 //!   records change at once (a SIGHUP reload), events delivered per second
 //!   in all, against a single watcher (the baseline).
@@ -40,7 +42,7 @@ fn records(changed: bool) -> String {
             format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)
         };
         out.push_str(&format!(
-            "[[record]]\nname = \"svc-{i}\"\naddresses = [\"{ip}\"]\nlabels = {{ app = \"app-{}\" }}\n",
+            "[[record]]\nname = \"svc-{i}\"\naddresses = [\"{ip}\"]\nlabels = {{ app = \"app-{}\", \"muster.metrics.port\" = \"9100\" }}\n",
             i % 500
         ));
     }
