@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs every tool the test suite uses on a fresh Debian 12 machine:
-# dig (bind9-dnsutils), dnspython, and for the Docker tests busybox-static
-# and the local image muster-test/busybox:1. Idempotent: does nothing when they
-# are already there.
+# dig (bind9-dnsutils), dnspython, prometheus (the tests start their own
+# server on loopback; the package's service is never used), and for the
+# Docker tests busybox-static and the local image muster-test/busybox:1.
+# Idempotent: does nothing when they are already there.
 set -euo pipefail
 
 need_apt=()
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
     echo "setup: installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -11,4 +11,5 @@ mod discovery;
 mod docker;
 mod lifecycle;
 mod policy;
+mod prometheus;
 mod register;
