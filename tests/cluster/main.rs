@@ -13,3 +13,4 @@ mod lifecycle;
 mod policy;
 mod prometheus;
 mod register;
+mod status_page;

@@ -4,6 +4,7 @@
 //! (Prometheus HTTP service discovery) and `/` (the status page).
 
 mod sd;
+mod status;
 
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ pub async fn serve_http(
     let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
     let bound = listener.local_addr().map_err(bind_err)?;
     let app = Router::new()
+        .route("/", get(status::page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/v1/sd", get(sd::targets))
