@@ -137,6 +137,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let (http_addr, http) = serve_http(
         config.http_addr,
         HttpState {
+            node_name: config.node_name.clone(),
             directory: directory.clone(),
             violations: policy_engine.shared(),
             metrics,

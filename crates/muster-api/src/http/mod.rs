@@ -26,6 +26,8 @@ use crate::ApiError;
 /// What every HTTP handler reads from.
 #[derive(Clone)]
 pub struct HttpState {
+    /// This agent's node name.
+    pub node_name: String,
     /// The directory.
     pub directory: Arc<ArcSwap<Snapshot>>,
     /// The naming policy's verdicts.

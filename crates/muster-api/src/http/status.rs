@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use muster_core::{Health, Liveness, Member, Record, Selector, Snapshot, State as RecordState};
@@ -64,17 +64,15 @@ pub(super) struct StatusQuery {
 /// `GET /`.
 pub(super) async fn page(
     State(state): State<HttpState>,
-    headers: HeaderMap,
     Query(query): Query<StatusQuery>,
 ) -> Response {
     let snapshot = state.directory.load_full();
     let violations = state.violations.load_full();
-    let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let (status, markup) = render(
         &snapshot,
         &violations,
         &query,
-        host_header,
+        Some(&state.node_name),
         SystemTime::now(),
     );
     (
@@ -214,47 +212,16 @@ fn sort_window(records: &mut [&Arc<Record>], first: usize, end: usize) {
     records[first..end].sort_unstable_by(by_name);
 }
 
-/// The member this agent is, told from the address the client asked for
-/// (the Host header): the member that advertises exactly that HTTP
-/// address, or that listens on all addresses at that port and gossips
-/// from that IP, or whose node name is the host name asked for. `None`
-/// when none fits; the header only picks which name the page shows.
-fn local_member<'m>(members: &'m [Member], host_header: &str) -> Option<&'m Member> {
-    let http_addr = |m: &Member| {
-        m.meta
-            .get("http_addr")
-            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-    };
-    match host_header.parse::<std::net::SocketAddr>() {
-        Ok(asked) => members
-            .iter()
-            .find(|m| http_addr(m) == Some(asked))
-            .or_else(|| {
-                members.iter().find(|m| {
-                    http_addr(m).is_some_and(|a| {
-                        a.ip().is_unspecified()
-                            && a.port() == asked.port()
-                            && m.gossip_addr.ip() == asked.ip()
-                    })
-                })
-            }),
-        Err(_) => {
-            let name = host_header.split(':').next().unwrap_or_default();
-            members.iter().find(|m| m.name.eq_ignore_ascii_case(name))
-        }
-    }
-}
-
 /// Renders the page. A query that cannot be read gets status 400 and the
 /// page with the error in place of the records.
 fn render(
     snapshot: &Snapshot,
     violations: &Violations,
     query: &StatusQuery,
-    host_header: Option<&str>,
+    node_name: Option<&str>,
     now: SystemTime,
 ) -> (StatusCode, Markup) {
-    let me = host_header.and_then(|h| local_member(snapshot.members(), h));
+    let me = node_name.and_then(|n| snapshot.members().iter().find(|m| m.name == n));
     let requested = query.page.trim().parse::<usize>().unwrap_or(1);
     let listing = Filter::parse(query).map(|f| {
         let page = record_page(snapshot, &f, requested);
@@ -855,7 +822,7 @@ mod tests {
             snapshot,
             &violations,
             &query(pairs),
-            Some("127.0.0.1:8800"),
+            Some("a"),
             SystemTime::now(),
         );
         (status, markup.into_string())
@@ -995,32 +962,6 @@ mod tests {
             // The members and the form are still there.
             assert!(page.contains("127.0.0.2:7946") && page.contains("name=\"selector\""));
         }
-    }
-
-    #[test]
-    fn this_agent_is_told_from_the_host_header() {
-        let mut on_all = member("c", "10.1.1.3", Liveness::Alive, "none");
-        on_all
-            .meta
-            .insert("http_addr".into(), "0.0.0.0:8800".into());
-        let members = [
-            member("a", "127.0.0.1", Liveness::Alive, "none"),
-            member("host-b", "127.0.0.2", Liveness::Alive, "none"),
-            on_all,
-        ];
-        let check = |header: &str, expected: Option<&str>| {
-            assert_eq!(
-                local_member(&members, header).map(|m| m.name.as_str()),
-                expected,
-                "{header}"
-            );
-        };
-        check("127.0.0.1:8800", Some("a"));
-        check("127.0.0.2:8800", Some("host-b"));
-        check("10.1.1.3:8800", Some("c"));
-        check("10.1.1.3:9000", None);
-        check("HOST-B:8800", Some("host-b"));
-        check("somewhere.example", None);
     }
 
     #[test]
