@@ -222,6 +222,42 @@ async fn main() {
         percentile(&all, 0.5).as_secs_f64() / h50.as_secs_f64()
     );
 
+    // /v1/sd over plain HTTP/1.1, read to the end.
+    let http = format!("{}:{}", agent.spec.ip, harness::HTTP_PORT);
+    let mut sd = Vec::new();
+    let mut sd_bytes = 0;
+    for _ in 0..20 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let start = Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(&http)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /v1/sd HTTP/1.1\r\nHost: muster\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut body = Vec::new();
+        stream.read_to_end(&mut body).await.expect("response");
+        sd.push(start.elapsed());
+        sd_bytes = body.len();
+    }
+    sd.sort();
+    println!("\n## `/v1/sd` with {RECORDS} targets, 20 fetches\n");
+    println!("| call | p50 | max | size |");
+    println!("|---|---|---|---|");
+    println!(
+        "| gRPC List everything (baseline) | {} | {} | |",
+        ms(percentile(&all, 0.5)),
+        ms(all[all.len() - 1])
+    );
+    println!(
+        "| HTTP `/v1/sd` | {} ({:.2}) | {} | {:.1} MB |",
+        ms(percentile(&sd, 0.5)),
+        percentile(&sd, 0.5).as_secs_f64() / percentile(&all, 0.5).as_secs_f64(),
+        ms(sd[sd.len() - 1]),
+        sd_bytes as f64 / 1e6
+    );
+
     let (single, single_took) = fan_out(&agent, watchers(&addr, 1).await, true).await;
     let (fanned, fanned_took) = fan_out(&agent, watchers(&addr, WATCHERS).await, false).await;
     println!(
