@@ -27,13 +27,21 @@ sweep_docker() {
     fi
 }
 
+# Removes network namespaces left by the fault tests (tests/cluster/netns.rs
+# names them mst<pid>x<n>-...), in case an earlier run was killed.
+sweep_netns() {
+    ip netns list 2>/dev/null | awk '{print $1}' | grep '^mst' | xargs -r -n1 ip netns del 2>/dev/null || true
+}
+
 cleanup() {
     sweep_docker
+    sweep_netns
     timeout 60 docker image rm -f muster-test/busybox:1 >/dev/null 2>&1 || true
 }
 
 bash tests/setup.sh
 sweep_docker
+sweep_netns
 trap cleanup EXIT
 # Without these, a signal would end bash without running the EXIT trap.
 trap 'exit 130' INT

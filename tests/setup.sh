@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every tool the test suite uses on a fresh Debian 12 machine:
 # dig (bind9-dnsutils), dnspython, prometheus (the tests start their own
-# server on loopback; the package's service is never used), and for the
+# server on loopback; the package's service is never used), ip and
+# iptables for the fault tests in network namespaces, and for the
 # Docker tests busybox-static and the local image muster-test/busybox:1.
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
@@ -10,6 +11,9 @@ need_apt=()
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# The fault tests: hosts in network namespaces, links cut with iptables.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
     echo "setup: installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

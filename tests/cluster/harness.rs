@@ -68,6 +68,9 @@ pub struct AgentSpec {
     /// `None`: `--no-docker`; `Some(args)`: watch Docker with these flags.
     pub docker_args: Option<Vec<String>>,
     pub extra_args: Vec<String>,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    pub dead_grace: String,
 }
 
 /// A running agent process; killed (SIGKILL) when dropped.
@@ -89,6 +92,8 @@ impl AgentSpec {
             zone: "muster".to_owned(),
             docker_args: None,
             extra_args: Vec::new(),
+            netns: None,
+            dead_grace: "1s".to_owned(),
         }
     }
 
@@ -126,9 +131,24 @@ impl AgentSpec {
         self
     }
 
+    /// Runs the agent inside network namespace `ns`.
+    pub fn in_netns(mut self, ns: &str) -> AgentSpec {
+        self.netns = Some(ns.to_owned());
+        self
+    }
+
     /// The command line for this agent, writing its files under `dir`.
     pub fn command(&self, dir: &Path) -> Command {
-        let mut cmd = Command::new(muster_bin());
+        let mut cmd = match &self.netns {
+            None => Command::new(muster_bin()),
+            Some(ns) => {
+                // `ip netns exec` execs the agent: the child's pid is the
+                // agent's, so signals reach it.
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, muster_bin()]);
+                cmd
+            }
+        };
         cmd.arg("agent")
             .args(["--node-name", &self.name])
             .args(["--gossip-addr", &self.gossip_addr()])
@@ -140,7 +160,7 @@ impl AgentSpec {
                 "--gossip-interval",
                 &self.gossip_interval,
                 "--dead-grace",
-                "1s",
+                &self.dead_grace,
             ]);
         match &self.docker_args {
             None => {
@@ -195,6 +215,26 @@ impl Agent {
             .expect("spawn muster agent");
         self.child = Some(child);
         let addr = self.grpc_addr();
+        if let Some(ns) = self.spec.netns.clone() {
+            // Not reachable from here: ask from inside its namespace.
+            eventually(
+                Duration::from_secs(20),
+                &format!("agent {} to serve gRPC in {ns}", self.spec.name),
+                || {
+                    let (ns, addr) = (ns.clone(), addr.clone());
+                    async move {
+                        let out = Command::new("ip")
+                            .args(["netns", "exec", &ns, muster_bin(), "members"])
+                            .args(["--addr", &addr])
+                            .output()
+                            .ok()?;
+                        out.status.success().then_some(())
+                    }
+                },
+            )
+            .await;
+            return;
+        }
         eventually(
             Duration::from_secs(20),
             &format!("agent {} to serve gRPC", self.spec.name),

@@ -10,6 +10,7 @@ mod directory;
 mod discovery;
 mod docker;
 mod lifecycle;
+mod netns;
 mod policy;
 mod prometheus;
 mod register;

@@ -1,0 +1,532 @@
+//! Several hosts, real faults: each host is a network namespace of its own
+//! with one address, wired by veth pairs into a bridge that lives in a
+//! namespace too, so nothing touches the machine's own network. Links are
+//! cut with INPUT drop rules on the receiving side (a real cut never makes
+//! `sendto` fail), loss is an iptables `statistic` drop (this kernel has no
+//! `tc netem`), and agents are killed, restarted and paused with signals.
+//! Every scenario compares each agent's directory with the truth.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// The hosts' subnet; every lab has its own bridge, so labs never meet.
+const SUBNET: &str = "10.77.0";
+
+/// The soak knobs: `MUSTER_SOAK_SECS` (how long the loss lasts, default
+/// 10) and `MUSTER_SOAK_HOSTS` (hosts under loss, default 3). The CI run
+/// uses the defaults; see the README for the long run.
+fn soak() -> (Duration, usize) {
+    let secs = std::env::var("MUSTER_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let hosts = std::env::var("MUSTER_SOAK_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize)
+        .clamp(2, 20);
+    (Duration::from_secs(secs), hosts)
+}
+
+/// A set of hosts in network namespaces; everything is deleted on drop.
+pub struct Lab {
+    bridge: String,
+    hosts: Vec<String>,
+}
+
+fn ip_cmd(args: &[&str]) -> Output {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Lab {
+    /// `n` hosts, `10.77.0.1` to `10.77.0.n`, all linked.
+    pub fn new(n: usize) -> Lab {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "mst{}x{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let bridge = format!("{id}-br");
+        let lab = Lab {
+            hosts: (1..=n).map(|i| format!("{id}-h{i}")).collect(),
+            bridge,
+        };
+        ip_cmd(&["netns", "add", &lab.bridge]);
+        ip_cmd(&["-n", &lab.bridge, "link", "add", "br0", "type", "bridge"]);
+        ip_cmd(&["-n", &lab.bridge, "link", "set", "br0", "up"]);
+        for (i, ns) in lab.hosts.iter().enumerate() {
+            let port = format!("p{}", i + 1);
+            ip_cmd(&["netns", "add", ns]);
+            ip_cmd(&[
+                "-n",
+                ns,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &lab.bridge,
+            ]);
+            ip_cmd(&["-n", &lab.bridge, "link", "set", &port, "master", "br0"]);
+            ip_cmd(&["-n", &lab.bridge, "link", "set", &port, "up"]);
+            ip_cmd(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", lab.ip(i)),
+                "dev",
+                "eth0",
+            ]);
+            ip_cmd(&["-n", ns, "link", "set", "eth0", "up"]);
+            ip_cmd(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// Host `i`'s address (0-based).
+    pub fn ip(&self, i: usize) -> String {
+        format!("{SUBNET}.{}", i + 1)
+    }
+
+    /// Host `i`'s namespace.
+    pub fn ns(&self, i: usize) -> &str {
+        &self.hosts[i]
+    }
+
+    /// Runs a command inside host `i`.
+    pub fn exec(&self, i: usize, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", self.ns(i), program])
+            .args(args)
+            .output()
+            .expect("ip netns exec runs")
+    }
+
+    fn iptables(&self, i: usize, args: &[&str]) {
+        let out = self.exec(i, "iptables", args);
+        assert!(
+            out.status.success(),
+            "iptables {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Cuts every link between the hosts of `a` and those of `b`, both ways.
+    pub fn cut(&self, a: &[usize], b: &[usize]) {
+        for (from, to) in [(a, b), (b, a)] {
+            for &host in to {
+                for &peer in from {
+                    self.iptables(host, &["-A", "INPUT", "-s", &self.ip(peer), "-j", "DROP"]);
+                }
+            }
+        }
+    }
+
+    /// Drops each incoming packet with probability `p`, on every host.
+    pub fn lose(&self, p: f64) {
+        for i in 0..self.hosts.len() {
+            self.iptables(
+                i,
+                &[
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p.to_string(),
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+    }
+
+    /// Removes every cut and every loss.
+    pub fn heal(&self) {
+        for i in 0..self.hosts.len() {
+            self.iptables(i, &["-F", "INPUT"]);
+        }
+    }
+
+    /// Starts an agent named `h<i+1>` on host `i`, joining host 0.
+    pub async fn agent(&self, i: usize, records: &str) -> Agent {
+        let mut spec = AgentSpec::new(SUBNET, (i + 1) as u8, &format!("h{}", i + 1))
+            .in_netns(self.ns(i))
+            .with_records(records);
+        if i != 0 {
+            spec.join.push(format!("{}:{GOSSIP_PORT}", self.ip(0)));
+        }
+        Agent::start(spec).await
+    }
+
+    /// What host `i`'s agent lists: (host, name) of every record.
+    pub fn listed(&self, i: usize) -> BTreeSet<(String, String)> {
+        let addr = format!("{}:{GRPC_PORT}", self.ip(i));
+        let out = self.exec(i, muster_bin(), &["ls", "-o", "json", "--addr", &addr]);
+        let json: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(_) => return BTreeSet::new(),
+        };
+        json["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                (s("host"), s("name"))
+            })
+            .collect()
+    }
+
+    /// Liveness of every member as host `i` sees it: (name, state, generation).
+    pub fn members(&self, i: usize) -> Vec<(String, String, u64)> {
+        let addr = format!("{}:{GRPC_PORT}", self.ip(i));
+        let out = self.exec(i, muster_bin(), &["members", "-o", "json", "--addr", &addr]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        json["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or_default().to_owned(),
+                    m["state"].as_str().unwrap_or_default().to_owned(),
+                    m["generation"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The addresses host `i`'s DNS answers for `name`.
+    pub fn resolve(&self, i: usize, name: &str) -> Vec<String> {
+        let server = format!("@{}", self.ip(i));
+        let out = self.exec(
+            i,
+            "dig",
+            &[
+                &server,
+                "-p",
+                &DNS_PORT.to_string(),
+                "+short",
+                "+time=1",
+                "+tries=1",
+                name,
+            ],
+        );
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.bridge)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// The static file of host `i`: one record `r<i+1>-<k>` per k in `keys`.
+fn records(i: usize, keys: &[u32]) -> String {
+    keys.iter()
+        .map(|k| {
+            format!(
+                "[[record]]\nname = \"r{}-{k}\"\naddresses = [\"10.200.{}.{k}\"]\n",
+                i + 1,
+                i + 1
+            )
+        })
+        .collect()
+}
+
+/// The truth: (host, name) of every record the hosts in `hosts` publish.
+fn truth(hosts: &[(usize, Vec<u32>)]) -> BTreeSet<(String, String)> {
+    hosts
+        .iter()
+        .flat_map(|(i, keys)| {
+            keys.iter()
+                .map(move |k| (format!("h{}", i + 1), format!("r{}-{k}", i + 1)))
+        })
+        .collect()
+}
+
+/// Waits until every host in `on` lists exactly `want`; returns how long
+/// it took.
+async fn converge(
+    lab: &Lab,
+    on: &[usize],
+    want: &BTreeSet<(String, String)>,
+    bound: Duration,
+) -> Duration {
+    let start = Instant::now();
+    eventually(
+        bound,
+        "every agent to hold the expected directory",
+        || async { on.iter().all(|&i| lab.listed(i) == *want).then_some(()) },
+    )
+    .await;
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_killed_agent_leaves_every_directory_and_returns_once_with_a_new_generation() {
+    let lab = Lab::new(3);
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        agents.push(lab.agent(i, &records(i, &[1, 2])).await);
+    }
+    let everything = truth(&[(0, vec![1, 2]), (1, vec![1, 2]), (2, vec![1, 2])]);
+    converge(&lab, &[0, 1, 2], &everything, Duration::from_secs(20)).await;
+    let generation = |on: usize| {
+        lab.members(on)
+            .into_iter()
+            .find(|m| m.0 == "h1")
+            .map(|m| m.2)
+    };
+    let before = generation(1);
+
+    agents[0].kill();
+    let killed = Instant::now();
+    let rest = truth(&[(1, vec![1, 2]), (2, vec![1, 2])]);
+    let gone = converge(&lab, &[1, 2], &rest, Duration::from_secs(20)).await;
+    assert!(lab.resolve(2, "r1-1.muster").is_empty());
+    eprintln!("h1's records left h2 and h3 {gone:?} after kill -9");
+
+    agents[0].restart().await;
+    converge(&lab, &[0, 1, 2], &everything, Duration::from_secs(20)).await;
+    assert_eq!(
+        lab.resolve(2, "r1-1.muster"),
+        ["10.200.1.1"],
+        "exactly once"
+    );
+    assert!(generation(1) > before, "a new generation after the restart");
+    eprintln!("h1 back everywhere {:?} after the kill", killed.elapsed());
+}
+
+#[tokio::test]
+async fn a_partition_heals_to_the_full_directory_without_resurrecting_deletions() {
+    let lab = Lab::new(6);
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        agents.push(lab.agent(i, &records(i, &[1, 2])).await);
+    }
+    let all: Vec<(usize, Vec<u32>)> = (0..6).map(|i| (i, vec![1, 2])).collect();
+    converge(
+        &lab,
+        &[0, 1, 2, 3, 4, 5],
+        &truth(&all),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let (left, right) = ([0, 1, 2], [3, 4, 5]);
+    lab.cut(&left, &right);
+    // Each side serves its own side and calls the other dead after the
+    // grace.
+    let left_truth = truth(&all[..3]);
+    let right_truth = truth(&all[3..]);
+    let detected = converge(&lab, &left, &left_truth, Duration::from_secs(30)).await;
+    converge(&lab, &right, &right_truth, Duration::from_secs(30)).await;
+    for i in left {
+        let dead: BTreeSet<String> = lab
+            .members(i)
+            .into_iter()
+            .filter(|m| m.1 == "dead")
+            .map(|m| m.0)
+            .collect();
+        assert_eq!(
+            dead,
+            ["h4", "h5", "h6"].map(String::from).into(),
+            "as h{} sees it",
+            i + 1
+        );
+    }
+    eprintln!("partition: the far side left each directory within {detected:?}");
+
+    // While cut off: h1 deletes a record and adds one, h4 deletes one.
+    agents[0].write_records(&records(0, &[2, 3]));
+    agents[0].signal(libc::SIGHUP);
+    agents[3].write_records(&records(3, &[1]));
+    agents[3].signal(libc::SIGHUP);
+    let mut after = all.clone();
+    after[0].1 = vec![2, 3];
+    after[3].1 = vec![1];
+    converge(&lab, &left, &truth(&after[..3]), Duration::from_secs(10)).await;
+
+    lab.heal();
+    let healed = converge(
+        &lab,
+        &[0, 1, 2, 3, 4, 5],
+        &truth(&after),
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!("heal: every agent held the full directory after {healed:?}");
+    assert!(
+        healed < Duration::from_secs(5),
+        "converged in {healed:?}, over 5 s"
+    );
+    for i in 0..6 {
+        assert!(
+            lab.resolve(i, "r1-1.muster").is_empty(),
+            "r1-1 came back on h{}",
+            i + 1
+        );
+        assert!(
+            lab.resolve(i, "r4-2.muster").is_empty(),
+            "r4-2 came back on h{}",
+            i + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn five_percent_loss_declares_no_one_dead_and_changes_still_converge() {
+    let (period, n) = soak();
+    let lab = Lab::new(n);
+    let mut agents = Vec::new();
+    for i in 0..n {
+        agents.push(lab.agent(i, &records(i, &[1])).await);
+    }
+    let hosts: Vec<usize> = (0..n).collect();
+    let all: Vec<(usize, Vec<u32>)> = (0..n).map(|i| (i, vec![1])).collect();
+    converge(&lab, &hosts, &truth(&all), Duration::from_secs(30)).await;
+
+    lab.lose(0.05);
+    let start = Instant::now();
+    let mut changed = all.clone();
+    let mut step = 0u32;
+    let mut false_deaths = Vec::new();
+    while start.elapsed() < period {
+        for i in 0..n {
+            for (name, state, _) in lab.members(i) {
+                if state == "dead" {
+                    false_deaths.push(format!("h{} saw {name} dead", i + 1));
+                }
+            }
+        }
+        // A change every two seconds on h1.
+        if start.elapsed() > Duration::from_secs(2 * u64::from(step + 1)) {
+            step += 1;
+            changed[0].1 = vec![1, 1 + step];
+            agents[0].write_records(&records(0, &changed[0].1));
+            agents[0].signal(libc::SIGHUP);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        false_deaths.is_empty(),
+        "false deaths under 5% loss: {false_deaths:?}"
+    );
+    let took = converge(&lab, &hosts, &truth(&changed), Duration::from_secs(20)).await;
+    eprintln!(
+        "under 5% loss for {period:?} on {n} hosts: no false death, {step} changes, converged {took:?} after the last check"
+    );
+    lab.heal();
+}
+
+#[tokio::test]
+async fn a_rolling_restart_never_leaves_a_live_agent_without_a_live_host() {
+    let lab = Lab::new(3);
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        agents.push(lab.agent(i, &records(i, &[1])).await);
+    }
+    let mut now: Vec<(usize, Vec<u32>)> = (0..3).map(|i| (i, vec![1])).collect();
+    converge(&lab, &[0, 1, 2], &truth(&now), Duration::from_secs(20)).await;
+    let mut gaps = Vec::new();
+    for k in 0..3 {
+        // Records change while the roll goes on.
+        let other = (k + 1) % 3;
+        now[other].1.push(10 + k as u32);
+        agents[other].write_records(&records(other, &now[other].1));
+        agents[other].signal(libc::SIGHUP);
+        agents[k].kill();
+        // While k is down (shorter than the grace), every other agent
+        // still answers for every host, k included.
+        let down = Instant::now();
+        let start_again = agents[k].restart();
+        tokio::pin!(start_again);
+        loop {
+            tokio::select! {
+                _ = &mut start_again => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    for i in (0..3).filter(|i| *i != k) {
+                        let hosts: BTreeSet<String> = lab.listed(i).into_iter().map(|(h, _)| h).collect();
+                        if hosts.len() != 3 {
+                            gaps.push(format!("h{} lists {hosts:?} while h{} restarts", i + 1, k + 1));
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("h{} restarted in {:?}", k + 1, down.elapsed());
+        // And while its new generation replaces the old one elsewhere.
+        let back = Instant::now();
+        while back.elapsed() < Duration::from_secs(1) {
+            for i in (0..3).filter(|i| *i != k) {
+                let hosts: BTreeSet<String> = lab.listed(i).into_iter().map(|(h, _)| h).collect();
+                if hosts.len() != 3 {
+                    gaps.push(format!(
+                        "h{} lists {hosts:?} after h{} restarted",
+                        i + 1,
+                        k + 1
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        converge(&lab, &[0, 1, 2], &truth(&now), Duration::from_secs(20)).await;
+    }
+    assert!(gaps.is_empty(), "{gaps:?}");
+}
+
+#[tokio::test]
+async fn an_agent_paused_past_the_grace_rejoins_with_nothing_lost_or_doubled() {
+    let lab = Lab::new(3);
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        agents.push(lab.agent(i, &records(i, &[1, 2])).await);
+    }
+    let all = vec![(0, vec![1, 2]), (1, vec![1, 2]), (2, vec![1, 2])];
+    converge(&lab, &[0, 1, 2], &truth(&all), Duration::from_secs(20)).await;
+
+    agents[2].signal(libc::SIGSTOP);
+    converge(&lab, &[0, 1], &truth(&all[..2]), Duration::from_secs(20)).await;
+    agents[2].signal(libc::SIGCONT);
+    let back = converge(&lab, &[0, 1, 2], &truth(&all), Duration::from_secs(20)).await;
+    eprintln!("a paused agent was whole again {back:?} after SIGCONT");
+    for i in 0..3 {
+        assert_eq!(
+            lab.resolve(i, "r3-1.muster"),
+            ["10.200.3.1"],
+            "once, on h{}",
+            i + 1
+        );
+    }
+}
