@@ -14,6 +14,8 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # The fault tests: hosts in network namespaces, links cut with iptables.
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+# Clock skew between hosts in the fault tests.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(libfaketime)
 if ((${#need_apt[@]})); then
     echo "setup: installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -19,6 +19,8 @@ pub const GOSSIP_PORT: u16 = 7946;
 pub const DNS_PORT: u16 = 8600;
 pub const GRPC_PORT: u16 = 8700;
 pub const HTTP_PORT: u16 = 8800;
+/// libfaketime for threaded programs (Debian's libfaketime).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// The muster binary under test.
 pub fn muster_bin() -> &'static str {
@@ -71,6 +73,8 @@ pub struct AgentSpec {
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
     pub dead_grace: String,
+    /// Run with the wall clock shifted (libfaketime), e.g. `-1h`.
+    pub clock_offset: Option<String>,
 }
 
 /// A running agent process; killed (SIGKILL) when dropped.
@@ -94,6 +98,7 @@ impl AgentSpec {
             extra_args: Vec::new(),
             netns: None,
             dead_grace: "1s".to_owned(),
+            clock_offset: None,
         }
     }
 
@@ -178,6 +183,12 @@ impl AgentSpec {
         }
         cmd.args(&self.extra_args);
         cmd.env("MUSTER_LOG", "info,hickory_server=warn,chitchat=warn");
+        if let Some(offset) = &self.clock_offset {
+            // The wall clock only; timers run on the monotonic clock.
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         cmd
     }
 }

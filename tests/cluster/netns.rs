@@ -170,13 +170,18 @@ impl Lab {
 
     /// Starts an agent named `h<i+1>` on host `i`, joining host 0.
     pub async fn agent(&self, i: usize, records: &str) -> Agent {
+        Agent::start(self.spec(i, records)).await
+    }
+
+    /// How [`Lab::agent`] starts host `i`'s agent.
+    pub fn spec(&self, i: usize, records: &str) -> AgentSpec {
         let mut spec = AgentSpec::new(SUBNET, (i + 1) as u8, &format!("h{}", i + 1))
             .in_netns(self.ns(i))
             .with_records(records);
         if i != 0 {
             spec.join.push(format!("{}:{GOSSIP_PORT}", self.ip(0)));
         }
-        Agent::start(spec).await
+        spec
     }
 
     /// What host `i`'s agent lists: (host, name) of every record.
@@ -529,4 +534,55 @@ async fn an_agent_paused_past_the_grace_rejoins_with_nothing_lost_or_doubled() {
             i + 1
         );
     }
+}
+
+#[tokio::test]
+async fn clock_skew_breaks_neither_liveness_nor_a_restart_with_the_clock_set_back() {
+    let lab = Lab::new(3);
+    let mut agents = Vec::new();
+    for (i, offset) in [(0, None), (1, Some("+1h")), (2, Some("-1h"))] {
+        let mut spec = lab.spec(i, &records(i, &[1]));
+        spec.clock_offset = offset.map(str::to_owned);
+        agents.push(Agent::start(spec).await);
+    }
+    let mut all = vec![(0, vec![1]), (1, vec![1]), (2, vec![1])];
+    converge(&lab, &[0, 1, 2], &truth(&all), Duration::from_secs(20)).await;
+    // Hours apart, nobody is called dead.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        for i in 0..3 {
+            let dead: Vec<_> = lab
+                .members(i)
+                .into_iter()
+                .filter(|m| m.1 == "dead")
+                .collect();
+            assert!(dead.is_empty(), "h{} sees {dead:?} dead", i + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // h1 restarts with its clock two hours back: its new generation is
+    // smaller than the old one, and must still replace it everywhere.
+    let old_generation = lab
+        .members(1)
+        .into_iter()
+        .find(|m| m.0 == "h1")
+        .map(|m| m.2);
+    agents[0].kill();
+    agents[0].write_records(&records(0, &[7]));
+    agents[0].spec.clock_offset = Some("-2h".into());
+    agents[0].restart().await;
+    all[0].1 = vec![7];
+    let took = converge(&lab, &[0, 1, 2], &truth(&all), Duration::from_secs(20)).await;
+    let h1 = lab
+        .members(1)
+        .into_iter()
+        .find(|m| m.0 == "h1")
+        .expect("h1 known");
+    assert_eq!(h1.1, "alive");
+    assert!(
+        Some(h1.2) < old_generation,
+        "the new generation is the smaller one"
+    );
+    eprintln!("h1 restarted two hours back: its new records everywhere after {took:?}");
 }

@@ -93,6 +93,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    let mut beats: Beats = HashMap::new();
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -103,7 +104,9 @@ pub(crate) async fn run(
         }
         let (copied, members) = {
             let chitchat = chitchat.lock().await;
-            look(&chitchat, &mut tracked, &settings, &heard, Instant::now())
+            let now = Instant::now();
+            note_beats(&chitchat, &mut beats, now);
+            look(&chitchat, &mut tracked, &beats, &settings, &heard, now)
         };
         let mut changes: Vec<Change> = Vec::new();
         for (host, copy) in copied {
@@ -161,21 +164,44 @@ fn upsert(host: &str, id: &str, value: &str) -> Option<Change> {
 
 /// One look at the cluster under the chitchat lock. Returns, per host whose
 /// indexed records must change, what to change, and the member list.
+/// Every incarnation's heartbeat at the last look, and when it last moved.
+type Beats = HashMap<ChitchatId, (u64, Instant)>;
+
+fn note_beats(chitchat: &Chitchat, beats: &mut Beats, now: Instant) {
+    for (id, state) in chitchat.node_states() {
+        let heartbeat = u64::from(state.heartbeat());
+        let entry = beats.entry(id.clone()).or_insert((heartbeat, now));
+        if entry.0 != heartbeat {
+            *entry = (heartbeat, now);
+        }
+    }
+    beats.retain(|id, _| chitchat.node_states().contains_key(id));
+}
+
 fn look(
     chitchat: &Chitchat,
     tracked: &mut HashMap<String, Tracked>,
+    beats: &Beats,
     settings: &Settings,
     heard: &LastHeard,
     now: Instant,
 ) -> (Vec<(String, Copied)>, Vec<Member>) {
     let dead_grace = settings.dead_grace;
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
-    // Only the newest generation of a node name counts: an agent that
-    // restarted replaces its earlier incarnation at once.
+    // One incarnation of a node name counts: the newest generation among
+    // those whose heartbeat still moves (an agent that restarted replaces
+    // its earlier incarnation at once), else the newest. Generations are
+    // start times: an agent restarted with its clock set back has a
+    // smaller one, and must still replace its silent predecessor.
+    let fresh = |id: &ChitchatId| {
+        beats
+            .get(id)
+            .is_some_and(|(_, moved)| now.duration_since(*moved) <= settings.suspect_after)
+    };
     let mut newest: HashMap<&str, (&ChitchatId, &NodeState)> = HashMap::new();
     for (id, state) in chitchat.node_states() {
         let entry = newest.entry(&id.node_id).or_insert((id, state));
-        if id.generation_id > entry.0.generation_id {
+        if (fresh(id), id.generation_id) > (fresh(entry.0), entry.0.generation_id) {
             *entry = (id, state);
         }
     }
