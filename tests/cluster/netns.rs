@@ -2,13 +2,18 @@
 //! with one address, wired by veth pairs into a bridge that lives in a
 //! namespace too, so nothing touches the machine's own network. Links are
 //! cut with INPUT drop rules on the receiving side (a real cut never makes
-//! `sendto` fail), loss is an iptables `statistic` drop (this kernel has no
-//! `tc netem`), and agents are killed, restarted and paused with signals.
+//! `sendto` fail), loss is an iptables `statistic` drop, and delay with
+//! jitter is an NFQUEUE rule whose packets a [`Delayer`] thread of this
+//! process (moved into the host's namespace) holds back (this kernel has no
+//! `tc netem`). Agents are killed, restarted and paused with signals.
 //! Every scenario compares each agent's directory with the truth.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -248,6 +253,115 @@ impl Lab {
     }
 }
 
+/// Holds every gossip datagram a host receives for `delay` ± `jitter`,
+/// from an NFQUEUE rule in that host; stops (releasing what it holds) when
+/// dropped. The queue rule has `--queue-bypass`: without a delayer,
+/// packets pass.
+pub struct Delayer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Delayer {
+    pub fn start(lab: &Lab, host: usize, delay: Duration, jitter: Duration) -> Delayer {
+        let out = lab.exec(
+            host,
+            "iptables",
+            &[
+                "-I",
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                &GOSSIP_PORT.to_string(),
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                "0",
+                "--queue-bypass",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let ns = format!("/var/run/netns/{}", lab.ns(host));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let file = std::fs::File::open(&ns).expect("namespace file");
+                // SAFETY: setns(2) on this thread only, with a valid fd.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns into {ns}");
+                let mut queue = nfq::Queue::open().expect("nfqueue");
+                queue.bind(0).expect("bind queue 0");
+                queue.set_nonblocking(true);
+                let _ = ready_tx.send(());
+                let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+                let mut held: HashMap<u64, nfq::Message> = HashMap::new();
+                let mut next = 0u64;
+                let spread = jitter.as_micros() as u64 * 2;
+                loop {
+                    let stopping = stop.load(Ordering::Relaxed);
+                    while let Ok(mut msg) = queue.recv() {
+                        msg.set_verdict(nfq::Verdict::Accept);
+                        let offset = Duration::from_micros(fastrand::u64(0..=spread.max(1)));
+                        let at = Instant::now() + (delay + offset).saturating_sub(jitter);
+                        due.push(Reverse((at, next)));
+                        held.insert(next, msg);
+                        next += 1;
+                    }
+                    let now = Instant::now();
+                    while let Some(Reverse((at, id))) = due.peek().copied() {
+                        if at > now && !stopping {
+                            break;
+                        }
+                        due.pop();
+                        if let Some(msg) = held.remove(&id) {
+                            let _ = queue.verdict(msg);
+                        }
+                    }
+                    if stopping {
+                        let _ = queue.unbind(0);
+                        return next;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the delayer bound its queue");
+        Delayer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Delayer {
+    /// Stops, releasing what it holds; returns how many datagrams it
+    /// delayed.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("delayer thread"))
+    }
+}
+
+impl Drop for Delayer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.hosts.iter().chain(std::iter::once(&self.bridge)) {
@@ -411,7 +525,7 @@ async fn a_partition_heals_to_the_full_directory_without_resurrecting_deletions(
 }
 
 #[tokio::test]
-async fn five_percent_loss_declares_no_one_dead_and_changes_still_converge() {
+async fn five_percent_loss_and_jitter_declare_no_one_dead_and_changes_still_converge() {
     let (period, n) = soak();
     let lab = Lab::new(n);
     let mut agents = Vec::new();
@@ -423,6 +537,17 @@ async fn five_percent_loss_declares_no_one_dead_and_changes_still_converge() {
     converge(&lab, &hosts, &truth(&all), Duration::from_secs(30)).await;
 
     lab.lose(0.05);
+    // 50 ms ± 50 ms on every gossip datagram.
+    let delayers: Vec<Delayer> = (0..n)
+        .map(|i| {
+            Delayer::start(
+                &lab,
+                i,
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+            )
+        })
+        .collect();
     let start = Instant::now();
     let mut changed = all.clone();
     let mut step = 0u32;
@@ -450,8 +575,14 @@ async fn five_percent_loss_declares_no_one_dead_and_changes_still_converge() {
     );
     let took = converge(&lab, &hosts, &truth(&changed), Duration::from_secs(20)).await;
     eprintln!(
-        "under 5% loss for {period:?} on {n} hosts: no false death, {step} changes, converged {took:?} after the last check"
+        "under 5% loss and 50 ms ± 50 ms delay for {period:?} on {n} hosts: no false death, {step} changes, converged {took:?} after the last check"
     );
+    let delayed: u64 = delayers.into_iter().map(Delayer::finish).sum();
+    assert!(
+        delayed > 100,
+        "only {delayed} gossip datagrams went through the delayers"
+    );
+    eprintln!("{delayed} gossip datagrams delayed");
     lab.heal();
 }
 
