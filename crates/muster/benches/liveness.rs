@@ -1,0 +1,99 @@
+//! Liveness tuning: detection time against false deaths, on three hosts in
+//! network namespaces (root needed; see tests/cluster/netns.rs).
+//!
+//! For each setting of gossip interval and phi threshold: the time from
+//! `kill -9` of one agent to its records leaving another agent's directory
+//! (failure detector + `--dead-grace`, 1 s here), median of 5; and, over 20
+//! s of 5% loss with 50 ms ± 50 ms delay on every gossip datagram, how
+//! often an agent wrongly saw a live peer dead (polled every 100 ms).
+//!
+//! Run: `cargo bench -p muster --bench liveness`
+
+#[allow(dead_code)]
+#[path = "../../../tests/cluster/harness.rs"]
+mod harness;
+
+#[allow(dead_code)]
+#[path = "../../../tests/cluster/netns.rs"]
+mod netns;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use harness::{Agent, eventually};
+use netns::{Delayer, Lab};
+
+const KILLS: usize = 5;
+
+async fn start(lab: &Lab, interval: &str, phi: &str) -> Vec<Agent> {
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let mut spec = lab.spec(
+            i,
+            &format!("[[record]]\nname = \"r{i}\"\naddresses = [\"10.200.0.{}\"]\n", i + 1),
+        );
+        spec.gossip_interval = interval.to_owned();
+        spec.extra_args = vec!["--phi-threshold".into(), phi.into()];
+        agents.push(Agent::start(spec).await);
+    }
+    eventually(Duration::from_secs(60), "three records on h3", || async {
+        (lab.listed(2).len() == 3).then_some(())
+    })
+    .await;
+    agents
+}
+
+async fn detection(interval: &str, phi: &str) -> Duration {
+    let mut took = Vec::new();
+    for _ in 0..KILLS {
+        let lab = Lab::new(3);
+        let mut agents = start(&lab, interval, phi).await;
+        agents[0].kill();
+        let killed = Instant::now();
+        eventually(Duration::from_secs(120), "h1's record gone from h3", || async {
+            let hosts: BTreeSet<String> = lab.listed(2).into_iter().map(|(h, _)| h).collect();
+            (!hosts.contains("h1")).then_some(())
+        })
+        .await;
+        took.push(killed.elapsed());
+    }
+    took.sort();
+    took[took.len() / 2]
+}
+
+async fn false_deaths(interval: &str, phi: &str) -> (usize, usize) {
+    let lab = Lab::new(3);
+    let _agents = start(&lab, interval, phi).await;
+    lab.lose(0.05);
+    let delayers: Vec<Delayer> = (0..3)
+        .map(|i| Delayer::start(&lab, i, Duration::from_millis(50), Duration::from_millis(50)))
+        .collect();
+    let (mut polls, mut dead) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        for i in 0..3 {
+            polls += 1;
+            if lab.members(i).iter().any(|m| m.1 == "dead") {
+                dead += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(delayers);
+    (dead, polls)
+}
+
+#[tokio::main]
+async fn main() {
+    println!("## Liveness: 3 hosts in network namespaces, --dead-grace 1s\n");
+    println!("| gossip interval | phi threshold | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |");
+    println!("|---|---|---|---|");
+    for (interval, phi) in [("100ms", "8"), ("200ms", "8"), ("1s", "8"), ("200ms", "5"), ("200ms", "12")] {
+        let detect = detection(interval, phi).await;
+        let (dead, polls) = false_deaths(interval, phi).await;
+        println!(
+            "| {interval} | {phi} | {:.2} s | {dead} of {polls} |",
+            detect.as_secs_f64()
+        );
+    }
+}
