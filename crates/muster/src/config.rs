@@ -157,7 +157,7 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_EXITED_RETENTION", value_name = "DURATION")]
     pub exited_retention: Option<HumanDuration>,
 
-    /// Time between gossip rounds [default: 1s]
+    /// Time between gossip rounds [default: 200ms]
     #[arg(long, env = "MUSTER_GOSSIP_INTERVAL", value_name = "DURATION")]
     pub gossip_interval: Option<HumanDuration>,
 
@@ -248,7 +248,7 @@ impl AgentArgs {
             static_file: self.static_file.or(file.static_file),
             policy: self.policy.or(file.policy),
             docker: None,
-            gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_secs(1))).0,
+            gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_millis(200))).0,
             dead_grace: pick!(dead_grace, HumanDuration(Duration::from_secs(5))).0,
             phi_threshold: pick!(phi_threshold, 8.0),
         };
