@@ -30,7 +30,10 @@ async fn start(lab: &Lab, interval: &str, phi: &str) -> Vec<Agent> {
     for i in 0..3 {
         let mut spec = lab.spec(
             i,
-            &format!("[[record]]\nname = \"r{i}\"\naddresses = [\"10.200.0.{}\"]\n", i + 1),
+            &format!(
+                "[[record]]\nname = \"r{i}\"\naddresses = [\"10.200.0.{}\"]\n",
+                i + 1
+            ),
         );
         spec.gossip_interval = interval.to_owned();
         spec.extra_args = vec!["--phi-threshold".into(), phi.into()];
@@ -50,10 +53,14 @@ async fn detection(interval: &str, phi: &str) -> Duration {
         let mut agents = start(&lab, interval, phi).await;
         agents[0].kill();
         let killed = Instant::now();
-        eventually(Duration::from_secs(120), "h1's record gone from h3", || async {
-            let hosts: BTreeSet<String> = lab.listed(2).into_iter().map(|(h, _)| h).collect();
-            (!hosts.contains("h1")).then_some(())
-        })
+        eventually(
+            Duration::from_secs(120),
+            "h1's record gone from h3",
+            || async {
+                let hosts: BTreeSet<String> = lab.listed(2).into_iter().map(|(h, _)| h).collect();
+                (!hosts.contains("h1")).then_some(())
+            },
+        )
         .await;
         took.push(killed.elapsed());
     }
@@ -66,7 +73,14 @@ async fn false_deaths(interval: &str, phi: &str) -> (usize, usize) {
     let _agents = start(&lab, interval, phi).await;
     lab.lose(0.05);
     let delayers: Vec<Delayer> = (0..3)
-        .map(|i| Delayer::start(&lab, i, Duration::from_millis(50), Duration::from_millis(50)))
+        .map(|i| {
+            Delayer::start(
+                &lab,
+                i,
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+            )
+        })
         .collect();
     let (mut polls, mut dead) = (0, 0);
     let start = Instant::now();
@@ -86,9 +100,17 @@ async fn false_deaths(interval: &str, phi: &str) -> (usize, usize) {
 #[tokio::main]
 async fn main() {
     println!("## Liveness: 3 hosts in network namespaces, --dead-grace 1s\n");
-    println!("| gossip interval | phi threshold | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |");
+    println!(
+        "| gossip interval | phi threshold | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |"
+    );
     println!("|---|---|---|---|");
-    for (interval, phi) in [("100ms", "8"), ("200ms", "8"), ("1s", "8"), ("200ms", "5"), ("200ms", "12")] {
+    for (interval, phi) in [
+        ("100ms", "8"),
+        ("200ms", "8"),
+        ("1s", "8"),
+        ("200ms", "5"),
+        ("200ms", "12"),
+    ] {
         let detect = detection(interval, phi).await;
         let (dead, polls) = false_deaths(interval, phi).await;
         println!(
