@@ -19,6 +19,6 @@ pub use index::{
 pub use name::{NameError, dns_label_from, validate_dns_label, validate_dns_name};
 pub use record::{
     Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,
-    PortError, Protocol, Record, RecordError, SERVICE_LABELS, Source, State,
+    PortError, Protocol, Record, RecordError, SERVICE_LABELS, Source, State, UnknownState,
 };
 pub use selector::{Requirement, Selector, SelectorError};

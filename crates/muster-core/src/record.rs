@@ -250,6 +250,15 @@ impl Record {
 }
 
 impl State {
+    /// Every state, in the order people list them.
+    pub const ALL: [State; 5] = [
+        State::Running,
+        State::Created,
+        State::Restarting,
+        State::Paused,
+        State::Exited,
+    ];
+
     /// The lower-case name used in output and config.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -259,6 +268,23 @@ impl State {
             State::Paused => "paused",
             State::Exited => "exited",
         }
+    }
+}
+
+/// A state name that is not one of [`State::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("state {0:?} is not one of running, created, restarting, paused, exited")]
+pub struct UnknownState(pub String);
+
+impl std::str::FromStr for State {
+    type Err = UnknownState;
+
+    /// A state by its lower-case name.
+    fn from_str(s: &str) -> Result<State, UnknownState> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 

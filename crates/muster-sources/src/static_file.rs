@@ -19,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use muster_core::{Address, Health, Port, Record, Source, State};
+use muster_core::{Address, Health, Port, Record, Source, UnknownState};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
@@ -170,28 +170,13 @@ fn to_record(raw: &RawRecord) -> Result<Record, String> {
             .push(p.parse::<Port>().map_err(|e| e.to_string())?);
     }
     if let Some(state) = &raw.state {
-        record.state = parse_state(state)?;
+        record.state = state.parse().map_err(|e: UnknownState| e.to_string())?;
     }
     if let Some(health) = &raw.health {
         record.health = parse_health(health)?;
     }
     record.validate().map_err(|e| e.to_string())?;
     Ok(record)
-}
-
-fn parse_state(s: &str) -> Result<State, String> {
-    Ok(match s {
-        "created" => State::Created,
-        "running" => State::Running,
-        "restarting" => State::Restarting,
-        "paused" => State::Paused,
-        "exited" => State::Exited,
-        _ => {
-            return Err(format!(
-                "state {s:?} is not one of created, running, restarting, paused, exited"
-            ));
-        }
-    })
 }
 
 fn parse_health(s: &str) -> Result<Health, String> {
@@ -282,7 +267,7 @@ ports = ["8080/tcp"]
         assert_eq!(r.addresses.len(), 2);
         assert_eq!(r.labels["env"], "prod");
         assert_eq!(r.ports[0].to_string(), "8080/tcp");
-        assert_eq!(r.state, State::Running);
+        assert_eq!(r.state, muster_core::State::Running);
         assert_eq!(r.source, Source::Static);
     }
 

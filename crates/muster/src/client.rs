@@ -144,19 +144,11 @@ pub struct ListFilter {
     pub state: Option<muster_core::State>,
 }
 
-/// Parses a state name as `--state` takes it.
+/// Parses a state name as `--state` takes it, in any case.
 pub fn parse_state(s: &str) -> Result<muster_core::State, String> {
-    use muster_core::State;
-    [
-        State::Running,
-        State::Created,
-        State::Restarting,
-        State::Paused,
-        State::Exited,
-    ]
-    .into_iter()
-    .find(|state| state.as_str().eq_ignore_ascii_case(s))
-    .ok_or_else(|| format!("{s:?} is not one of running, created, restarting, paused, exited"))
+    s.to_ascii_lowercase()
+        .parse()
+        .map_err(|e: muster_core::UnknownState| e.to_string())
 }
 
 /// `muster ls [-l SELECTOR] [--host H] [--state S]`.

@@ -31,15 +31,6 @@ const MAX_VIOLATIONS_SHOWN: usize = 500;
 /// whole value is in the label's tooltip).
 const MAX_LABEL_VALUE_CHARS: usize = 60;
 
-/// Every state a record can be in, for the state filter.
-const STATES: [RecordState; 5] = [
-    RecordState::Running,
-    RecordState::Created,
-    RecordState::Restarting,
-    RecordState::Paused,
-    RecordState::Exited,
-];
-
 /// The query string of the page. Every field is text, so that a bad value
 /// (`?page=x`) still gets the page, with an error where it matters.
 #[derive(Debug, Default, Deserialize)]
@@ -102,10 +93,8 @@ impl Filter {
         let state = match query.state.as_str() {
             "" => None,
             s => Some(
-                STATES
-                    .into_iter()
-                    .find(|st| st.as_str() == s)
-                    .ok_or_else(|| format!("unknown state {s:?}"))?,
+                s.parse::<RecordState>()
+                    .map_err(|_| format!("unknown state {s:?}"))?,
             ),
         };
         Ok(Filter {
@@ -380,7 +369,7 @@ fn records_section(
                     "state"
                     select name="state" {
                         option value="" { "any" }
-                        @for s in STATES {
+                        @for s in RecordState::ALL {
                             option value=(s.as_str()) selected[s.as_str() == query.state] { (s.as_str()) }
                         }
                     }
