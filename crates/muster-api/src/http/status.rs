@@ -544,7 +544,7 @@ fn violations_section(violations: &Violations, now: SystemTime) -> Markup {
 
 /// `/?...&page=N`, keeping the other fields of the query.
 fn page_link(query: &StatusQuery, page: usize) -> String {
-    let mut link = String::from("/?");
+    let mut link = form_urlencoded::Serializer::for_suffix(String::from("/?"), 2);
     for (key, value) in [
         ("selector", query.selector.as_str()),
         ("q", query.q.as_str()),
@@ -552,26 +552,11 @@ fn page_link(query: &StatusQuery, page: usize) -> String {
         ("state", query.state.as_str()),
     ] {
         if !value.is_empty() {
-            link.push_str(key);
-            link.push('=');
-            percent_encode(value, &mut link);
-            link.push('&');
+            link.append_pair(key, value);
         }
     }
-    link.push_str("page=");
-    link.push_str(&page.to_string());
-    link
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(value: &str, out: &mut String) {
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    link.append_pair("page", &page.to_string());
+    link.finish()
 }
 
 /// `s` cut to at most `max_chars` characters.
