@@ -806,14 +806,24 @@ fn encode_udp(request: &Request, reply: &Reply, edns: Option<&Edns>, out: &mut V
     if let Err(e) = response(request, reply, edns).destructive_emit(&mut encoder) {
         warn!(error = %e, "DNS: a reply could not be encoded");
         out.clear();
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = ResponseCode::ServFail;
-        let header = hickory_server::proto::op::Header {
-            metadata,
-            counts: Default::default(),
-        };
-        let _ = header.emit(&mut BinEncoder::new(out));
+        let _ = emit_bare(&request.metadata, ResponseCode::ServFail, out);
     }
+}
+
+/// A reply of a header alone, with `code`, to a query with `query`'s
+/// header: for queries that cannot be answered at all.
+fn emit_bare(
+    query: &Metadata,
+    code: ResponseCode,
+    out: &mut Vec<u8>,
+) -> Result<(), hickory_server::proto::ProtoError> {
+    let mut metadata = Metadata::response_from_request(query);
+    metadata.response_code = code;
+    let header = hickory_server::proto::op::Header {
+        metadata,
+        counts: Default::default(),
+    };
+    header.emit(&mut BinEncoder::new(out))
 }
 
 /// hickory-server's side: TCP connections (UDP has its own loop, [`udp`]).

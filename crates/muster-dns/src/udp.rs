@@ -18,10 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Header, Metadata, ResponseCode};
-use hickory_server::proto::serialize::binary::{
-    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
-};
+use hickory_server::proto::op::{Header, ResponseCode};
+use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::Request;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tracing::{debug, warn};
@@ -149,13 +147,7 @@ pub(crate) fn answer(
             let Ok(header) = Header::read(&mut decoder) else {
                 return Outcome::Drop;
             };
-            let mut metadata = Metadata::response_from_request(&header.metadata);
-            metadata.response_code = ResponseCode::FormErr;
-            let reply = Header {
-                metadata,
-                counts: Default::default(),
-            };
-            return match reply.emit(&mut BinEncoder::new(out)) {
+            return match crate::emit_bare(&header.metadata, ResponseCode::FormErr, out) {
                 Ok(()) => Outcome::Reply,
                 Err(_) => Outcome::Drop,
             };

@@ -501,16 +501,7 @@ pub async fn watch(
         flush(t)?;
     }
     loop {
-        let event = match stream.message().await {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                return Err(ClientError(format!(
-                    "muster agent at {} ended the watch",
-                    args.addr
-                )));
-            }
-            Err(status) => return Err(call_error(&args.addr, status)),
-        };
+        let event = next_event(&mut stream, &args.addr).await?;
         let kind = match event.kind() {
             v1::EventKind::Added => "added",
             v1::EventKind::Updated => "updated",
@@ -674,6 +665,18 @@ fn write_violation_row(
     writeln!(t).map_err(io_error)
 }
 
+/// The next message of a server stream; its end or an error ends the
+/// command (exit 2).
+async fn next_event<T>(stream: &mut tonic::Streaming<T>, addr: &str) -> Result<T, ClientError> {
+    match stream.message().await {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => Err(ClientError(format!(
+            "muster agent at {addr} ended the watch"
+        ))),
+        Err(status) => Err(call_error(addr, status)),
+    }
+}
+
 /// `muster violations --watch`: the current set, then each start and end.
 async fn watch_violations(rule: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
     let mut client = connect_with(&args.addr, None).await?;
@@ -691,16 +694,7 @@ async fn watch_violations(rule: &str, args: &ClientArgs) -> Result<Outcome, Clie
         flush(t)?;
     }
     loop {
-        let event = match stream.message().await {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                return Err(ClientError(format!(
-                    "muster agent at {} ended the watch",
-                    args.addr
-                )));
-            }
-            Err(status) => return Err(call_error(&args.addr, status)),
-        };
+        let event = next_event(&mut stream, &args.addr).await?;
         use v1::violation_event::Kind;
         let kind = match event.kind() {
             Kind::Started => "started",
