@@ -16,8 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use muster_core::{Selector, Snapshot, State};
-use muster_gossip::LastHeard;
+use muster_core::{LastHeard, Selector, Snapshot, State};
 use muster_policy::PolicyEngine;
 use muster_proto::v1;
 use muster_proto::v1::directory_server::{Directory, DirectoryServer};

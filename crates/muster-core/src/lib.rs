@@ -8,11 +8,13 @@
 
 #![warn(missing_docs)]
 
+mod heard;
 mod index;
 mod name;
 mod record;
 mod selector;
 
+pub use heard::LastHeard;
 pub use index::{
     Change, HistoryGone, JOURNAL_LEN, Liveness, Member, RecordEvent, RecordKey, Snapshot,
 };

@@ -30,7 +30,7 @@ use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
     ProtocolVersion, spawn_chitchat,
 };
-use muster_core::Snapshot;
+use muster_core::{LastHeard, Snapshot};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -38,7 +38,6 @@ use tokio::task::JoinHandle;
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, RECORD_PREFIX};
 pub use metrics::GossipMetrics;
 pub use publisher::{PublishError, PublishReport, Publisher, publishable};
-pub use sync::LastHeard;
 
 /// How an agent takes part in gossip.
 #[derive(Debug, Clone)]

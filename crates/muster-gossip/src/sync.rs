@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
-use muster_core::{Change, Liveness, Member, Snapshot};
+use muster_core::{Change, LastHeard, Liveness, Member, Snapshot};
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -27,30 +27,6 @@ pub(crate) struct Settings {
     /// A live node whose heartbeat has not moved for this long is suspect.
     pub suspect_after: Duration,
     pub metrics: crate::GossipMetrics,
-}
-
-/// When each node's heartbeat was last seen moving, by node name: kept
-/// apart from the snapshot, which would otherwise change on every beat.
-#[derive(Clone, Default)]
-pub struct LastHeard(Arc<std::sync::Mutex<HashMap<String, SystemTime>>>);
-
-impl LastHeard {
-    /// When `node`'s heartbeat last moved, as seen here.
-    pub fn get(&self, node: &str) -> Option<SystemTime> {
-        self.0.lock().ok()?.get(node).copied()
-    }
-
-    fn set(&self, node: &str, at: SystemTime) {
-        if let Ok(mut map) = self.0.lock() {
-            map.insert(node.to_owned(), at);
-        }
-    }
-
-    fn retain(&self, keep: impl Fn(&str) -> bool) {
-        if let Ok(mut map) = self.0.lock() {
-            map.retain(|name, _| keep(name));
-        }
-    }
 }
 
 /// What the sync task remembers about one node name between looks.
