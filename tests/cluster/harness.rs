@@ -491,3 +491,52 @@ pub fn dnspython_with(
     );
     serde_json::from_slice(&out.stdout).expect("dns_query.py prints JSON")
 }
+
+/// One HTTP answer: status code, status line and headers, body.
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// A header's value, by name in any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// `GET path_and_query` from `addr` over HTTP/1.0, so that the body is
+/// never chunked and ends with the connection. `None` if the server cannot
+/// be reached or does not answer within 5 s.
+pub async fn http_get(addr: &str, path_and_query: &str) -> Option<HttpReply> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.ok()?;
+        Some(reply)
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()??;
+    let reply = String::from_utf8(reply).expect("an HTTP answer in UTF-8");
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .expect("an HTTP answer has a blank line after its headers");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    Some(HttpReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use muster_proto::v1;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::docker::{Container, IMAGE, Network, require_docker, run_id};
 use crate::harness::*;
@@ -202,45 +201,6 @@ impl Cluster {
 /// `IP:PORT` of an agent's HTTP endpoints.
 fn http_addr(agent: &Agent) -> String {
     format!("{}:{HTTP_PORT}", agent.spec.ip)
-}
-
-/// One HTTP answer.
-struct HttpReply {
-    status: u16,
-    /// The status line and headers.
-    head: String,
-    body: String,
-}
-
-/// `GET path_and_query` from `addr` over HTTP/1.0, so that the body is
-/// never chunked and ends with the connection. `None` if the server cannot
-/// be reached, or does not answer within 5 s.
-async fn http_get(addr: &str, path_and_query: &str) -> Option<HttpReply> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.ok()?;
-        Some(reply)
-    };
-    let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()??;
-    let reply = String::from_utf8(reply).expect("an HTTP answer in UTF-8");
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .expect("an HTTP answer has a blank line after its headers");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("an HTTP status line");
-    Some(HttpReply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
 }
 
 /// `GET` that must succeed, from an agent.

@@ -1,56 +1,20 @@
-//! The status page at `/` of a real agent, fetched over HTTP/1.1 as a
+//! The status page at `/` of a real agent, fetched over HTTP as a
 //! browser would: pages, a selector search, a bad selector, and records
 //! from another agent, with everything from the network escaped.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::harness::*;
 
-/// An HTTP answer: status code, header block and body.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// `GET path` on `addr` with HTTP/1.1, the connection closed after the
-/// answer; `None` if the agent does not answer within 5 s.
-async fn get(addr: &str, path: &str) -> Option<Reply> {
-    let exchange = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.ok()?;
-        let mut reply = Vec::new();
-        tcp.read_to_end(&mut reply).await.ok()?;
-        Some(reply)
-    };
-    let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()??;
-    let reply = String::from_utf8(reply).expect("the page is UTF-8");
-    let (head, body) = reply.split_once("\r\n\r\n").expect("headers, then a body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    // The page is sent whole, with its length: no chunked encoding to undo.
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
+/// `GET path` on `addr`; the page is sent whole, with its length.
+async fn get(addr: &str, path: &str) -> Option<HttpReply> {
+    let reply = http_get(addr, path).await?;
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
         .expect("a Content-Length");
-    assert_eq!(body.len(), length, "body of {path}");
-    Some(Reply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
+    assert_eq!(reply.body.len(), length, "body of {path}");
+    Some(reply)
 }
 
 /// 250 records `svc-001` to `svc-250`; the even ones are `app=web`, the
@@ -71,7 +35,7 @@ fn records() -> String {
     toml
 }
 
-fn assert_has(reply: &Reply, what: &str, expected: &[&str], absent: &[&str]) {
+fn assert_has(reply: &HttpReply, what: &str, expected: &[&str], absent: &[&str]) {
     for e in expected {
         assert!(
             reply.body.contains(e),

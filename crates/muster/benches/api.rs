@@ -5,8 +5,9 @@
 //! - Lookup and List latency (p50, p99 over sequential calls on one
 //!   connection), each against the standard health Check on the same
 //!   server and connection, the cheapest call there is (the baseline);
-//! - `/v1/sd` (every record is a target): time and size of the answer,
-//!   against List of every record over gRPC (the baseline);
+//! - HTTP: the status page (first, last and filtered pages) against
+//!   `/healthz`, and `/v1/sd` (every record a target) against List of every
+//!   record over gRPC;
 //! - Watch fan-out: 100 watchers following every record while 1,000
 //!   records change at once (a SIGHUP reload), events delivered per second
 //!   in all, against a single watcher (the baseline).
@@ -222,41 +223,68 @@ async fn main() {
         percentile(&all, 0.5).as_secs_f64() / h50.as_secs_f64()
     );
 
-    // /v1/sd over plain HTTP/1.1, read to the end.
+    // HTTP: each GET on a new connection, read to the end.
     let http = format!("{}:{}", agent.spec.ip, harness::HTTP_PORT);
-    let mut sd = Vec::new();
-    let mut sd_bytes = 0;
-    for _ in 0..20 {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let start = Instant::now();
-        let mut stream = tokio::net::TcpStream::connect(&http)
-            .await
-            .expect("connect");
-        stream
-            .write_all(b"GET /v1/sd HTTP/1.1\r\nHost: muster\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("request");
-        let mut body = Vec::new();
-        stream.read_to_end(&mut body).await.expect("response");
-        sd.push(start.elapsed());
-        sd_bytes = body.len();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let mut took = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..20 {
+                let start = Instant::now();
+                let reply = harness::http_get(&http, path).await.expect("an answer");
+                took.push(start.elapsed());
+                assert_eq!(reply.status, 200, "{path}");
+                bytes = reply.body.len();
+            }
+            took.sort();
+            (took, bytes)
+        }
+    };
+    let (healthz, healthz_bytes) = get("/healthz").await;
+    let (sd, sd_bytes) = get("/v1/sd").await;
+    println!("\n## HTTP with {RECORDS} records, 20 GETs each\n");
+    println!("| GET | p50 | max | size | p50 vs the baseline |");
+    println!("|---|---|---|---|---|");
+    let row = |what: &str, took: &[Duration], bytes: usize, base: Duration| {
+        println!(
+            "| {what} | {} | {} | {:.1} KB | {:.2} |",
+            ms(percentile(took, 0.5)),
+            ms(took[took.len() - 1]),
+            bytes as f64 / 1e3,
+            percentile(took, 0.5).as_secs_f64() / base.as_secs_f64()
+        );
+    };
+    let healthz_p50 = percentile(&healthz, 0.5);
+    row(
+        "`/healthz` (baseline for the pages)",
+        &healthz,
+        healthz_bytes,
+        healthz_p50,
+    );
+    for (what, path) in [
+        ("status page `/`", "/"),
+        ("status page, page 250", "/?page=250"),
+        (
+            "status page `?selector=app=app-7`",
+            "/?selector=app%3Dapp-7",
+        ),
+        ("status page `?q=svc-4`", "/?q=svc-4"),
+        (
+            "status page `?selector=app notin (app-1)` (no index narrows it)",
+            "/?selector=app%20notin%20%28app-1%29",
+        ),
+    ] {
+        let (took, bytes) = get(path).await;
+        row(what, &took, bytes, healthz_p50);
     }
-    sd.sort();
-    println!("\n## `/v1/sd` with {RECORDS} targets, 20 fetches\n");
-    println!("| call | p50 | max | size |");
-    println!("|---|---|---|---|");
+    let list_p50 = percentile(&all, 0.5);
     println!(
-        "| gRPC List everything (baseline) | {} | {} | |",
-        ms(percentile(&all, 0.5)),
+        "| gRPC List of everything (baseline for `/v1/sd`) | {} | {} | | 1.00 |",
+        ms(list_p50),
         ms(all[all.len() - 1])
     );
-    println!(
-        "| HTTP `/v1/sd` | {} ({:.2}) | {} | {:.1} MB |",
-        ms(percentile(&sd, 0.5)),
-        percentile(&sd, 0.5).as_secs_f64() / percentile(&all, 0.5).as_secs_f64(),
-        ms(sd[sd.len() - 1]),
-        sd_bytes as f64 / 1e6
-    );
+    row("`/v1/sd`, every record a target", &sd, sd_bytes, list_p50);
 
     let (single, single_took) = fan_out(&agent, watchers(&addr, 1).await, true).await;
     let (fanned, fanned_took) = fan_out(&agent, watchers(&addr, WATCHERS).await, false).await;
