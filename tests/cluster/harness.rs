@@ -540,3 +540,22 @@ pub async fn http_get(addr: &str, path_and_query: &str) -> Option<HttpReply> {
         body: body.to_owned(),
     })
 }
+
+/// The first IPv4 address `server` answers for `name` (A, over UDP on
+/// `socket`), `None` when it answers none or does not answer in the
+/// socket's read timeout. For benches that poll fast (the tests use dig).
+#[allow(dead_code)]
+pub fn resolve_a(socket: &std::net::UdpSocket, server: &str, name: &str) -> Option<String> {
+    use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
+    socket.send_to(&query.to_vec().ok()?, server).ok()?;
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).ok()?;
+    let reply = Message::from_vec(&buf[..n]).ok()?;
+    reply.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0.to_string()),
+        _ => None,
+    })
+}

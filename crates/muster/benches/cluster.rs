@@ -17,25 +17,9 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use harness::{Agent, AgentSpec, DNS_PORT, eventually, loopback_block};
-use hickory_server::proto::op::{Message, Query};
-use hickory_server::proto::rr::{Name, RData, RecordType};
 
 const CHANGES: usize = 20;
 const RECORDS_FOR_MEMORY: usize = 5_000;
-
-/// Asks `name` A over UDP with a real DNS message; returns the first IPv4.
-fn resolve(socket: &UdpSocket, server: &str, name: &str) -> Option<String> {
-    let mut query = Message::query();
-    query.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
-    socket.send_to(&query.to_vec().ok()?, server).ok()?;
-    let mut buf = [0u8; 1500];
-    let n = socket.recv(&mut buf).ok()?;
-    let reply = Message::from_vec(&buf[..n]).ok()?;
-    reply.answers.iter().find_map(|r| match &r.data {
-        RData::A(a) => Some(a.0.to_string()),
-        _ => None,
-    })
-}
 
 fn web_records(ip: &str) -> String {
     format!("[[record]]\nname = \"web-1\"\naddresses = [\"{ip}\"]\nlabels = {{ app = \"web\" }}\n")
@@ -71,7 +55,8 @@ async fn reload_latency(interval: &str, interval_ms: u64) -> Vec<Duration> {
         .unwrap();
     let server = format!("{}:{DNS_PORT}", c.spec.ip);
     eventually(Duration::from_secs(30), "web-1 on c", || async {
-        (resolve(&socket, &server, "web-1.muster.").as_deref() == Some("10.1.0.0")).then_some(())
+        (harness::resolve_a(&socket, &server, "web-1.muster.").as_deref() == Some("10.1.0.0"))
+            .then_some(())
     })
     .await;
     let mut latencies = Vec::with_capacity(CHANGES);
@@ -81,7 +66,8 @@ async fn reload_latency(interval: &str, interval_ms: u64) -> Vec<Duration> {
         let start = Instant::now();
         a.signal(libc::SIGHUP);
         loop {
-            if resolve(&socket, &server, "web-1.muster.").as_deref() == Some(ip.as_str()) {
+            if harness::resolve_a(&socket, &server, "web-1.muster.").as_deref() == Some(ip.as_str())
+            {
                 break;
             }
             assert!(

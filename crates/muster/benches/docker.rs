@@ -23,32 +23,9 @@ use std::time::{Duration, Instant};
 
 use docker::{Container, SocketProxy, docker_ok, require_docker, run_id};
 use harness::{Agent, AgentSpec, DNS_PORT, eventually, loopback_block};
-use hickory_server::proto::op::{Message, Query, ResponseCode};
-use hickory_server::proto::rr::{Name, RecordType};
 
 const RUNS: usize = 100;
 const RECONCILE_CONTAINERS: usize = 500;
-
-/// Whether `name` has an A record on the server.
-fn resolves(socket: &UdpSocket, server: &str, name: &str) -> bool {
-    let mut query = Message::query();
-    query.add_query(Query::query(
-        Name::from_ascii(name).expect("name"),
-        RecordType::A,
-    ));
-    if socket
-        .send_to(&query.to_vec().expect("encode"), server)
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 1500];
-    let Ok(n) = socket.recv(&mut buf) else {
-        return false;
-    };
-    Message::from_vec(&buf[..n])
-        .is_ok_and(|m| m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty())
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -81,7 +58,7 @@ async fn run_to_resolve(interval: &str) -> Vec<Duration> {
         let name = format!("lat{i}-{run}");
         let c = Container::run(&name, &[("muster.test.host", &run)], &[], &[]);
         let start = Instant::now();
-        while !resolves(&socket, &server, &format!("{name}.muster.")) {
+        while harness::resolve_a(&socket, &server, &format!("{name}.muster.")).is_none() {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "{name} never resolved"

@@ -20,33 +20,11 @@ use std::time::{Duration, Instant};
 
 use docker::{Container, require_docker, run_id};
 use harness::{Agent, AgentSpec, DNS_PORT, eventually, loopback_block};
-use hickory_server::proto::op::{Message, Query, ResponseCode};
-use hickory_server::proto::rr::{Name, RecordType};
 use muster_proto::v1;
 
 const STARTS: usize = 50;
 const POLICY: &str =
     "[[rule]]\nname = \"system-role-n\"\nname_pattern = '[a-z][a-z0-9]*-[a-z][a-z0-9]*-[0-9]+'\n";
-
-fn resolves(socket: &UdpSocket, server: &str, name: &str) -> bool {
-    let mut query = Message::query();
-    query.add_query(Query::query(
-        Name::from_ascii(name).expect("name"),
-        RecordType::A,
-    ));
-    if socket
-        .send_to(&query.to_vec().expect("encode"), server)
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 1500];
-    let Ok(n) = socket.recv(&mut buf) else {
-        return false;
-    };
-    Message::from_vec(&buf[..n])
-        .is_ok_and(|m| m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty())
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -95,7 +73,9 @@ async fn starts(interval: &str) -> (Vec<Duration>, Vec<Duration>) {
                 start.elapsed() < Duration::from_secs(30),
                 "{name} never showed"
             );
-            if r.is_none() && resolves(&socket, &server, &format!("{name}.muster.")) {
+            if r.is_none()
+                && harness::resolve_a(&socket, &server, &format!("{name}.muster.")).is_some()
+            {
                 r = Some(start.elapsed());
             }
             if v.is_none() {
