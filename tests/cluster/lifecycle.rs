@@ -159,3 +159,164 @@ async fn sigterm_stops_the_agent_promptly_and_cleanly() {
     }
     assert!(a.log().contains("stopped"), "{}", a.log());
 }
+
+/// What one DNS question to an agent got.
+#[derive(Debug, PartialEq)]
+enum Answered {
+    /// These IPv4 addresses (none: NXDOMAIN or NODATA).
+    A(Vec<String>),
+    /// No reply within the socket's timeout.
+    Silence,
+}
+
+fn ask_a(socket: &std::net::UdpSocket, server: &str, name: &str) -> Answered {
+    use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let id = query.metadata.id;
+    socket.send_to(&query.to_vec().unwrap(), server).unwrap();
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok(n) = socket.recv(&mut buf) else {
+            return Answered::Silence;
+        };
+        let reply = Message::from_vec(&buf[..n]).expect("a DNS reply");
+        if reply.metadata.id != id {
+            continue; // a late reply to an earlier question
+        }
+        return Answered::A(
+            reply
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
+}
+
+#[tokio::test]
+async fn restarts_by_kill_and_by_sigterm_never_leave_the_host_out_of_dns_or_grpc() {
+    // b first, a (the restarted one, with records) and c joining through b,
+    // so a's every incarnation finds the cluster.
+    let block = loopback_block();
+    let b_spec = AgentSpec::new(&block, 2, "b");
+    // Enough records that a's set takes several gossip datagrams to
+    // spread: a new incarnation seen before all of them arrived must not
+    // count yet.
+    const FILLERS: usize = 2000;
+    let mut records = WEB_RECORDS.to_owned();
+    for i in 0..FILLERS {
+        records += &format!(
+            "[[record]]\nname = \"filler-{i}\"\naddresses = [\"10.1.{}.{}\"]\n",
+            i / 250,
+            i % 250 + 1
+        );
+    }
+    let whole = FILLERS as u64 + 2;
+    let mut a_spec = AgentSpec::new(&block, 1, "a")
+        .with_records(&records)
+        .joining(&b_spec);
+    // The grace bounds how long a restart may take before the host's old
+    // records go; this test is about the handover, not that bound.
+    a_spec.dead_grace = "10s".to_owned();
+    let _b = Agent::start(b_spec.clone()).await;
+    let mut a = Agent::start(a_spec).await;
+    let c = Agent::start(AgentSpec::new(&block, 3, "c").joining(&b_spec)).await;
+    // a's generation and record count, as c's Members shows them.
+    let a_on_c = || async {
+        c.members()
+            .await
+            .into_iter()
+            .find(|m| m.name == "a")
+            .map(|m| (m.generation, m.records))
+    };
+    eventually(
+        Duration::from_secs(15),
+        "all of a's records on c",
+        || async { (a_on_c().await.map(|(_, n)| n) == Some(whole)).then_some(()) },
+    )
+    .await;
+
+    // c's DNS, asked every 5 ms from a thread of its own while a restarts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dns = {
+        let stop = stop.clone();
+        let server = format!("{}:{}", c.spec.ip, c.dns_port());
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let (mut asked, mut gaps) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = ask_a(&socket, &server, "web-1.muster.");
+                asked += 1;
+                if answer != Answered::A(vec!["10.0.0.5".to_owned()]) {
+                    gaps.push(answer);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (asked, gaps)
+        })
+    };
+    let mut client = c.client().await;
+    let mut grpc_gaps = Vec::new();
+    let mut grpc_asked = 0;
+    for round in 0..12 {
+        let (before, _) = a_on_c().await.expect("a is a member");
+        let graceful = round % 2 == 1;
+        if graceful {
+            a.signal(libc::SIGTERM);
+        } else {
+            a.kill();
+        }
+        let down = Instant::now();
+        let deadline = down + Duration::from_secs(20);
+        let mut restarted = false;
+        loop {
+            if !restarted && !a.is_running() {
+                a.restart().await;
+                restarted = true;
+            }
+            let found = client
+                .lookup(v1::LookupRequest {
+                    name: "web-1".to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().records.len());
+            grpc_asked += 1;
+            if found.as_ref().ok() != Some(&1) {
+                grpc_gaps.push(format!("round {round}: web-1 {found:?}"));
+            }
+            let (generation, records) = a_on_c().await.expect("a stays a member");
+            if records != whole {
+                grpc_gaps.push(format!(
+                    "round {round}: a has {records} of its {whole} records on c"
+                ));
+            }
+            if restarted && generation > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: a's restart never reached c"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!(
+            "round {round} ({}): new generation on c {:?} after the stop",
+            if graceful { "SIGTERM" } else { "kill -9" },
+            down.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (dns_asked, dns_gaps) = dns.join().unwrap();
+    eprintln!("asked c {dns_asked} times over DNS, {grpc_asked} over gRPC");
+    assert!(dns_asked > 100, "the DNS poller barely ran: {dns_asked}");
+    assert!(dns_gaps.is_empty(), "DNS gaps: {dns_gaps:?}");
+    assert!(grpc_gaps.is_empty(), "gRPC gaps: {grpc_gaps:?}");
+}

@@ -3,6 +3,9 @@
 //! `r:<id>` holds one record: the protobuf encoding of `muster.v1.Record`
 //! (host left empty: the key's owner says it), in unpadded base64 because
 //! chitchat values are strings. `meta:<key>` holds a fact about the agent.
+//! `ready` is set once the agent has published every source's first full
+//! set: chitchat sends a node's keys in version order, so a peer that holds
+//! `ready` holds every record written before it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -14,6 +17,9 @@ use prost::Message;
 pub const RECORD_PREFIX: &str = "r:";
 /// Key prefix of facts an agent publishes about itself.
 pub const META_PREFIX: &str = "meta:";
+/// Key an agent sets once its initial records are all published. Until
+/// then, a restarted agent's earlier incarnation keeps answering for it.
+pub const READY_KEY: &str = "ready";
 /// Largest encoded record value. chitchat cannot carry a value larger
 /// than one datagram, and one such value blocks every later key of its
 /// node, so the bound is set well below that.

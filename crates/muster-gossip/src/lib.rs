@@ -10,8 +10,10 @@
 //! Liveness: a node that chitchat's failure detector declares dead keeps
 //! its records in the directory for `dead_grace`, then loses them; they
 //! return if it comes back. When a node name appears with a newer
-//! generation (the agent restarted), only the newest generation counts, so
-//! the earlier incarnation leaves no ghost.
+//! generation (the agent restarted), the newest generation takes over once
+//! it is ready (it has published every source's first full set), or once
+//! the earlier incarnation is dead past the grace; until then the earlier
+//! incarnation keeps answering, so a restart never blanks the host out.
 
 #![warn(missing_docs)]
 
@@ -20,7 +22,7 @@ mod metrics;
 mod publisher;
 mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,12 +32,12 @@ use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
     ProtocolVersion, spawn_chitchat,
 };
-use muster_core::{LastHeard, Snapshot};
+use muster_core::{LastHeard, Snapshot, Source};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use codec::{MAX_RECORD_BYTES, META_PREFIX, RECORD_PREFIX};
+pub use codec::{MAX_RECORD_BYTES, META_PREFIX, READY_KEY, RECORD_PREFIX};
 pub use metrics::GossipMetrics;
 pub use publisher::{PublishError, PublishReport, Publisher, publishable};
 
@@ -64,6 +66,10 @@ pub struct GossipConfig {
     pub forget_after: Duration,
     /// Facts this agent publishes about itself (`meta:<key>`).
     pub meta: BTreeMap<String, String>,
+    /// The sources this agent runs. It gossips that it is ready once each
+    /// has published its first full set (or [`Publisher::settle`]d); an
+    /// empty set is ready at once.
+    pub sources: BTreeSet<Source>,
     /// Where to count datagrams, bytes and index updates.
     pub metrics: GossipMetrics,
 }
@@ -90,7 +96,7 @@ pub struct Gossip {
     stop: watch::Sender<bool>,
     revisions: watch::Receiver<u64>,
     heard: LastHeard,
-    _listener: ListenerHandle,
+    _listeners: [ListenerHandle; 2],
 }
 
 impl Gossip {
@@ -136,12 +142,12 @@ impl Gossip {
         })?;
         let chitchat = handle.chitchat();
         let wake = Arc::new(Notify::new());
-        let listener = {
-            let wake = wake.clone();
-            chitchat
-                .lock()
-                .await
-                .subscribe_event(RECORD_PREFIX, move |_| wake.notify_one())
+        let listeners = {
+            let chitchat = chitchat.lock().await;
+            [RECORD_PREFIX, READY_KEY].map(|prefix| {
+                let wake = wake.clone();
+                chitchat.subscribe_event(prefix, move |_| wake.notify_one())
+            })
         };
         let directory = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
         let (stop, stopped) = watch::channel(false);
@@ -161,7 +167,7 @@ impl Gossip {
             heard.clone(),
             stopped,
         ));
-        let publisher = Publisher::new(chitchat, wake);
+        let publisher = Publisher::new(chitchat, wake, config.sources.clone()).await;
         Ok(Gossip {
             handle,
             directory,
@@ -170,7 +176,7 @@ impl Gossip {
             stop,
             revisions,
             heard,
-            _listener: listener,
+            _listeners: listeners,
         })
     }
 

@@ -4,8 +4,15 @@
 //! published; a source replaces its whole set or changes single records,
 //! and only records whose encoding changed are written, so gossip carries
 //! what changed and nothing else.
+//!
+//! Readiness: the publisher knows which sources the agent runs and marks
+//! the node ready (the `ready` key) once each of them has published its
+//! first full set, or given up for now (a Docker engine that does not
+//! answer). A restarted agent's earlier incarnation keeps answering for
+//! the host until then, so a restart never leaves the host without
+//! records (see `sync`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chitchat::Chitchat;
@@ -13,7 +20,7 @@ use muster_core::{Record, RecordError, Source};
 use thiserror::Error;
 use tokio::sync::{Mutex, Notify};
 
-use crate::codec::{MAX_RECORD_BYTES, RECORD_PREFIX, encode};
+use crate::codec::{MAX_RECORD_BYTES, READY_KEY, RECORD_PREFIX, encode};
 
 /// Why one record was not published.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -60,20 +67,54 @@ struct Published {
     value: String,
 }
 
+/// What this host publishes, by record id, and which sources have yet to
+/// publish their first full set.
+#[derive(Default)]
+struct Local {
+    records: HashMap<String, Published>,
+    /// Sources the node's readiness still waits for; the `ready` key is
+    /// written when the last one settles.
+    awaiting: BTreeSet<Source>,
+}
+
 /// A handle to publish local records. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     chitchat: Arc<Mutex<Chitchat>>,
-    published: Arc<Mutex<HashMap<String, Published>>>,
+    local: Arc<Mutex<Local>>,
     wake: Arc<Notify>,
 }
 
 impl Publisher {
-    pub(crate) fn new(chitchat: Arc<Mutex<Chitchat>>, wake: Arc<Notify>) -> Publisher {
+    /// A publisher that marks the node ready once every source in
+    /// `awaiting` has settled (at once if there are none).
+    pub(crate) async fn new(
+        chitchat: Arc<Mutex<Chitchat>>,
+        wake: Arc<Notify>,
+        awaiting: BTreeSet<Source>,
+    ) -> Publisher {
+        if awaiting.is_empty() {
+            chitchat.lock().await.self_node_state().set(READY_KEY, "1");
+        }
         Publisher {
             chitchat,
-            published: Arc::default(),
+            local: Arc::new(Mutex::new(Local {
+                records: HashMap::new(),
+                awaiting,
+            })),
             wake,
+        }
+    }
+
+    /// Says that `source` has nothing to publish for now (the Docker engine
+    /// did not answer at start): readiness no longer waits for it. Its
+    /// first full set, when it comes, is published as usual.
+    pub async fn settle(&self, source: Source) {
+        let mut local = self.local.lock().await;
+        let mut chitchat = self.chitchat.lock().await;
+        if settle(&mut local, &mut chitchat, source) {
+            drop(chitchat);
+            self.wake.notify_one();
         }
     }
 
@@ -83,10 +124,12 @@ impl Publisher {
     /// report); the others are published.
     pub async fn replace(&self, source: Source, records: Vec<Record>) -> PublishReport {
         let mut report = PublishReport::default();
-        let mut published = self.published.lock().await;
+        let mut local = self.local.lock().await;
+        let local = &mut *local;
+        let published = &mut local.records;
         let mut wanted: HashMap<String, String> = HashMap::with_capacity(records.len());
         for record in records {
-            match check(&published, source, &record) {
+            match check(published, source, &record) {
                 Ok(value) => {
                     if wanted.insert(record.id.clone(), value).is_some() {
                         report.rejected.push(PublishError::Duplicate(record.id));
@@ -116,6 +159,9 @@ impl Publisher {
             published.insert(id, Published { source, value });
             report.written += 1;
         }
+        // Under the same lock as the records: `ready` gets a later version
+        // than every record of this set.
+        settle(local, &mut chitchat, source);
         drop(chitchat);
         self.wake.notify_one();
         report
@@ -123,8 +169,9 @@ impl Publisher {
 
     /// Publishes or replaces one record of `source`.
     pub async fn upsert(&self, source: Source, record: Record) -> Result<(), PublishError> {
-        let mut published = self.published.lock().await;
-        let value = check(&published, source, &record)?;
+        let mut local = self.local.lock().await;
+        let published = &mut local.records;
+        let value = check(published, source, &record)?;
         if published.get(&record.id).is_some_and(|p| p.value == value) {
             return Ok(());
         }
@@ -140,7 +187,8 @@ impl Publisher {
 
     /// Withdraws one record of `source`; false if it had none by that id.
     pub async fn remove(&self, source: Source, id: &str) -> bool {
-        let mut published = self.published.lock().await;
+        let mut local = self.local.lock().await;
+        let published = &mut local.records;
         if published.get(id).is_none_or(|p| p.source != source) {
             return false;
         }
@@ -170,6 +218,16 @@ impl Publisher {
 /// records from outside (registration) and must refuse them up front.
 pub fn publishable(record: &Record) -> Result<(), PublishError> {
     check(&HashMap::new(), record.source, record).map(|_| ())
+}
+
+/// Takes `source` off the sources readiness waits for, and writes the
+/// `ready` key when it was the last; true if it wrote it.
+fn settle(local: &mut Local, chitchat: &mut Chitchat, source: Source) -> bool {
+    if !local.awaiting.remove(&source) || !local.awaiting.is_empty() {
+        return false;
+    }
+    chitchat.self_node_state().set(READY_KEY, "1");
+    true
 }
 
 fn check(

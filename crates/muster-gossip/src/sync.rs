@@ -19,7 +19,7 @@ use muster_core::{Change, LastHeard, Liveness, Member, Snapshot};
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::codec::{META_PREFIX, RECORD_PREFIX, decode};
+use crate::codec::{META_PREFIX, READY_KEY, RECORD_PREFIX, decode};
 
 pub(crate) struct Settings {
     pub dead_grace: Duration,
@@ -31,22 +31,73 @@ pub(crate) struct Settings {
 
 /// What the sync task remembers about one node name between looks.
 struct Tracked {
-    /// The generation whose records are in the index.
+    /// The incarnation whose records are in the index.
     id: ChitchatId,
-    /// The node's max version at the last look.
+    /// Its max version at the last look.
     seen_version: u64,
     /// Whether its records are in the index.
     visible: bool,
-    /// When the failure detector was first seen calling it dead.
-    dead_since: Option<Instant>,
-    /// Its heartbeat at the last look, and when it last moved.
-    heartbeat: u64,
-    heard_at: Instant,
-    /// Whether this generation has been alive since we first saw it.
-    ever_alive: bool,
+    /// Whether it was dead at the last look (for the log of transitions).
+    dead: bool,
     /// Records it publishes (live keys with the record prefix).
     records: usize,
     meta: BTreeMap<String, String>,
+}
+
+/// What the sync task knows of one incarnation (one generation of a node
+/// name) across looks.
+struct Incarnation {
+    heartbeat: u64,
+    /// When its heartbeat last moved (or when it was first seen).
+    moved_at: Instant,
+    /// Since when the failure detector has called it dead. A node learnt of
+    /// second-hand counts as dead until its first heartbeat reaches us, so
+    /// its grace starts when we first see it: it is served at once and
+    /// hidden only if it stays silent.
+    dead_since: Option<Instant>,
+    /// Whether it has been alive since we first saw it.
+    ever_alive: bool,
+}
+
+/// How an incarnation stands when the sync task picks which one counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Standing {
+    generation: u64,
+    /// Its heartbeat moved within `suspect_after`.
+    fresh: bool,
+    /// It gossiped [`READY_KEY`]: its initial records are all there.
+    ready: bool,
+    /// Dead for longer than the grace.
+    expired: bool,
+}
+
+/// Which of one node name's incarnations the directory shows (an index
+/// into `all`, which is not empty).
+///
+/// The rules, in order:
+/// 1. The best is the newest generation among incarnations not dead past
+///    the grace whose heartbeat still moves, else among those not dead
+///    past the grace, else the newest. Generations are start times: an
+///    agent restarted with its clock set back has a smaller one, and must
+///    still replace its silent predecessor.
+/// 2. If the best is ready, it counts.
+/// 3. Else an incarnation that is ready and not dead past the grace keeps
+///    counting (the best of them by the same order): a restarted agent
+///    takes over only once it has published its initial records, so its
+///    host never drops out of the directory in between.
+/// 4. Else the best counts, ready or not.
+fn counted(all: &[Standing]) -> usize {
+    let rank = |s: &Standing| (!s.expired, s.fresh, s.generation);
+    let best_of = |keep: &dyn Fn(&Standing) -> bool| {
+        (0..all.len())
+            .filter(|&i| keep(&all[i]))
+            .max_by_key(|&i| rank(&all[i]))
+    };
+    let best = best_of(&|_| true).expect("a node name has at least one incarnation");
+    if all[best].ready {
+        return best;
+    }
+    best_of(&|s| s.ready && !s.expired).unwrap_or(best)
 }
 
 /// What was copied out of chitchat for one node in one look.
@@ -69,7 +120,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
-    let mut beats: Beats = HashMap::new();
+    let mut incarnations: Incarnations = HashMap::new();
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,8 +132,15 @@ pub(crate) async fn run(
         let (copied, members) = {
             let chitchat = chitchat.lock().await;
             let now = Instant::now();
-            note_beats(&chitchat, &mut beats, now);
-            look(&chitchat, &mut tracked, &beats, &settings, &heard, now)
+            note_incarnations(&chitchat, &mut incarnations, now);
+            look(
+                &chitchat,
+                &mut tracked,
+                &incarnations,
+                &settings,
+                &heard,
+                now,
+            )
         };
         let mut changes: Vec<Change> = Vec::new();
         for (host, copy) in copied {
@@ -138,109 +196,111 @@ fn upsert(host: &str, id: &str, value: &str) -> Option<Change> {
     }
 }
 
-/// One look at the cluster under the chitchat lock. Returns, per host whose
-/// indexed records must change, what to change, and the member list.
-/// Every incarnation's heartbeat at the last look, and when it last moved.
-type Beats = HashMap<ChitchatId, (u64, Instant)>;
+/// Every incarnation chitchat knows, as the sync task has followed it.
+type Incarnations = HashMap<ChitchatId, Incarnation>;
 
-fn note_beats(chitchat: &Chitchat, beats: &mut Beats, now: Instant) {
+/// Notes heartbeats and the failure detector's verdicts of every
+/// incarnation, and forgets those chitchat forgot.
+fn note_incarnations(chitchat: &Chitchat, incarnations: &mut Incarnations, now: Instant) {
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
     for (id, state) in chitchat.node_states() {
         let heartbeat = u64::from(state.heartbeat());
-        let entry = beats.entry(id.clone()).or_insert((heartbeat, now));
-        if entry.0 != heartbeat {
-            *entry = (heartbeat, now);
+        let alive = live.contains(id);
+        let i = incarnations.entry(id.clone()).or_insert(Incarnation {
+            heartbeat,
+            moved_at: now,
+            dead_since: None,
+            ever_alive: false,
+        });
+        if i.heartbeat != heartbeat {
+            i.heartbeat = heartbeat;
+            i.moved_at = now;
+        }
+        if alive {
+            i.dead_since = None;
+            i.ever_alive = true;
+        } else if i.dead_since.is_none() {
+            i.dead_since = Some(now);
         }
     }
-    beats.retain(|id, _| chitchat.node_states().contains_key(id));
+    incarnations.retain(|id, _| chitchat.node_states().contains_key(id));
 }
 
+/// One look at the cluster under the chitchat lock. Returns, per host whose
+/// indexed records must change, what to change, and the member list.
 fn look(
     chitchat: &Chitchat,
     tracked: &mut HashMap<String, Tracked>,
-    beats: &Beats,
+    incarnations: &Incarnations,
     settings: &Settings,
     heard: &LastHeard,
     now: Instant,
 ) -> (Vec<(String, Copied)>, Vec<Member>) {
     let dead_grace = settings.dead_grace;
-    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
-    // One incarnation of a node name counts: the newest generation among
-    // those whose heartbeat still moves (an agent that restarted replaces
-    // its earlier incarnation at once), else the newest. Generations are
-    // start times: an agent restarted with its clock set back has a
-    // smaller one, and must still replace its silent predecessor.
-    let fresh = |id: &ChitchatId| {
-        beats
-            .get(id)
-            .is_some_and(|(_, moved)| now.duration_since(*moved) <= settings.suspect_after)
-    };
-    let mut newest: HashMap<&str, (&ChitchatId, &NodeState)> = HashMap::new();
+    let mut by_name: HashMap<&str, Vec<(&ChitchatId, &NodeState, &Incarnation)>> = HashMap::new();
     for (id, state) in chitchat.node_states() {
-        let entry = newest.entry(&id.node_id).or_insert((id, state));
-        if (fresh(id), id.generation_id) > (fresh(entry.0), entry.0.generation_id) {
-            *entry = (id, state);
-        }
+        let Some(incarnation) = incarnations.get(id) else {
+            continue;
+        };
+        by_name
+            .entry(&id.node_id)
+            .or_default()
+            .push((id, state, incarnation));
     }
     let mut copied = Vec::new();
     tracked.retain(|name, t| {
-        let keep = newest.contains_key(name.as_str());
+        let keep = by_name.contains_key(name.as_str());
         if !keep && t.visible {
             info!(host = %name, "host forgotten by gossip; its records leave the directory");
             copied.push((name.clone(), Copied::Hide));
         }
         keep
     });
-    heard.retain(|name| tracked.contains_key(name) || newest.contains_key(name));
-    let mut members = Vec::with_capacity(newest.len());
-    for (name, (id, state)) in newest {
-        let alive = live.contains(id);
+    heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
+    let mut members = Vec::with_capacity(by_name.len());
+    for (name, all) in by_name {
+        let standings: Vec<Standing> = all
+            .iter()
+            .map(|(id, state, i)| Standing {
+                generation: id.generation_id,
+                fresh: now.duration_since(i.moved_at) <= settings.suspect_after,
+                ready: state.get(READY_KEY).is_some(),
+                expired: i
+                    .dead_since
+                    .is_some_and(|since| now.duration_since(since) >= dead_grace),
+            })
+            .collect();
+        let (id, state, incarnation) = all[counted(&standings)];
+        let alive = incarnation.dead_since.is_none();
         let t = tracked.entry(name.to_owned()).or_insert_with(|| {
             info!(host = %name, generation = id.generation_id, "host discovered");
             Tracked {
                 id: id.clone(),
                 seen_version: 0,
                 visible: false,
-                // A node learnt of second-hand has not been heard from yet:
-                // the failure detector counts it dead until its first
-                // heartbeat. Start its grace now so that it is served at
-                // once, and hidden only if it stays silent.
-                dead_since: (!alive).then_some(now),
-                ever_alive: false,
-                heartbeat: 0,
-                heard_at: now,
+                dead: !alive,
                 records: 0,
                 meta: BTreeMap::new(),
             }
         });
         let restarted = t.id != *id;
         if restarted {
-            info!(host = %name, generation = id.generation_id, "host restarted with a new generation");
+            info!(host = %name, generation = id.generation_id, "host restarted: its new generation takes over");
             t.id = id.clone();
-            t.dead_since = (!alive).then_some(now);
-            t.ever_alive = false;
+            t.dead = !alive;
         }
-        match (alive, t.dead_since) {
-            (true, Some(_)) => {
-                if t.ever_alive {
-                    info!(host = %name, "host is alive again");
-                }
-                t.dead_since = None;
-            }
-            (false, None) => {
-                info!(host = %name, grace = ?dead_grace, "host declared dead by the failure detector");
-                t.dead_since = Some(now);
-            }
-            _ => {}
+        if alive && t.dead {
+            info!(host = %name, "host is alive again");
+        } else if !alive && !t.dead {
+            info!(host = %name, grace = ?dead_grace, "host declared dead by the failure detector");
         }
-        t.ever_alive |= alive;
-        let heartbeat = u64::from(state.heartbeat());
-        if heartbeat != t.heartbeat || restarted {
-            t.heartbeat = heartbeat;
-            t.heard_at = now;
-            heard.set(name, SystemTime::now());
-        }
-        let suspect = alive && now.duration_since(t.heard_at) > settings.suspect_after;
-        let visible = t
+        t.dead = !alive;
+        heard.set(
+            name,
+            SystemTime::now() - now.duration_since(incarnation.moved_at),
+        );
+        let suspect = alive && now.duration_since(incarnation.moved_at) > settings.suspect_after;
+        let visible = incarnation
             .dead_since
             .is_none_or(|since| now.duration_since(since) < dead_grace);
         let version_moved = state.max_version() != t.seen_version;
@@ -271,7 +331,7 @@ fn look(
         members.push(Member {
             name: name.to_owned(),
             gossip_addr: id.gossip_advertise_addr,
-            liveness: match (alive, t.ever_alive) {
+            liveness: match (alive, incarnation.ever_alive) {
                 (true, _) if suspect => Liveness::Suspect,
                 (true, _) => Liveness::Alive,
                 (false, false) if visible => Liveness::Joining,
@@ -326,4 +386,91 @@ fn meta_of(state: &NodeState) -> BTreeMap<String, String> {
         .iter_prefix(META_PREFIX)
         .map(|(k, v)| (k[META_PREFIX.len()..].to_owned(), v.value.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An incarnation of generation `generation`, heard from lately,
+    /// ready, and alive.
+    fn up(generation: u64) -> Standing {
+        Standing {
+            generation,
+            fresh: true,
+            ready: true,
+            expired: false,
+        }
+    }
+
+    fn unready(s: Standing) -> Standing {
+        Standing { ready: false, ..s }
+    }
+
+    fn silent(s: Standing) -> Standing {
+        Standing { fresh: false, ..s }
+    }
+
+    fn expired(s: Standing) -> Standing {
+        Standing {
+            expired: true,
+            ..silent(s)
+        }
+    }
+
+    /// `all[expected]` is the incarnation that counts.
+    fn check(all: &[Standing], expected: usize) {
+        assert_eq!(counted(all), expected, "among {all:#?}");
+    }
+
+    #[test]
+    fn a_lone_incarnation_counts_ready_or_not() {
+        check(&[up(1)], 0);
+        check(&[unready(up(1))], 0);
+        check(&[expired(unready(up(1)))], 0);
+    }
+
+    #[test]
+    fn a_ready_restart_replaces_its_silent_predecessor_at_once() {
+        check(&[silent(up(1)), up(2)], 1);
+        check(&[up(2), silent(up(1))], 0);
+    }
+
+    #[test]
+    fn a_restart_that_has_not_published_yet_leaves_its_predecessor_answering() {
+        // Silent (killed, or declared dead) but within the grace.
+        check(&[silent(up(1)), unready(up(2))], 0);
+    }
+
+    #[test]
+    fn a_predecessor_dead_past_the_grace_gives_way_to_an_unready_restart() {
+        check(&[expired(up(1)), unready(up(2))], 1);
+    }
+
+    #[test]
+    fn a_restart_with_the_clock_set_back_still_replaces_its_predecessor_once_ready() {
+        // Generation 5 ran with the clock ahead; generation 3 is its restart.
+        check(&[silent(up(5)), up(3)], 1);
+        check(&[silent(up(5)), unready(up(3))], 0);
+    }
+
+    #[test]
+    fn a_paused_agent_is_not_replaced_by_a_predecessor_dead_past_the_grace() {
+        // The skewed case: the predecessor has the larger generation, the
+        // current incarnation pauses (SIGSTOP) and stops heartbeating.
+        check(&[expired(up(5)), silent(up(3))], 1);
+    }
+
+    #[test]
+    fn of_two_live_incarnations_the_newest_ready_one_counts() {
+        check(&[up(1), up(2)], 1);
+        check(&[up(1), unready(up(2))], 0);
+    }
+
+    #[test]
+    fn agents_that_never_gossip_ready_fall_back_to_the_newest_live_generation() {
+        // A cluster partly on an earlier version, which sets no `ready`.
+        check(&[silent(unready(up(1))), unready(up(2))], 1);
+        check(&[unready(up(1)), silent(unready(up(2)))], 0);
+    }
 }

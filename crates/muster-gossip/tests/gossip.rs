@@ -1,6 +1,6 @@
 //! Gossip between in-process members over real UDP on loopback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +33,41 @@ fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
         dead_grace: Duration::from_millis(500),
         forget_after: Duration::from_secs(60),
         meta: BTreeMap::new(),
+        sources: BTreeSet::new(),
         metrics: Default::default(),
     }
+}
+
+/// Agent `name` in its `generation`, whose records come from the static
+/// file: it is ready once that file's records are published.
+fn incarnation(
+    name: &str,
+    generation: u64,
+    addr: SocketAddr,
+    seeds: &[SocketAddr],
+    dead_grace: Duration,
+) -> GossipConfig {
+    GossipConfig {
+        generation,
+        dead_grace,
+        sources: BTreeSet::from([Source::Static]),
+        ..config(name, addr, seeds)
+    }
+}
+
+/// The addresses `web-1` resolves to, and the generation of member `a`.
+fn web_1_and_a(s: &Snapshot) -> (Vec<String>, Option<u64>) {
+    let ips = s
+        .lookup("web-1")
+        .iter()
+        .flat_map(|r| r.addresses.iter().map(|a| a.ip.to_string()))
+        .collect();
+    let generation = s
+        .members()
+        .iter()
+        .find(|m| m.name == "a")
+        .map(|m| m.generation);
+    (ips, generation)
 }
 
 fn record(id: &str, ip: &str) -> Record {
@@ -188,4 +221,98 @@ async fn undecodable_gossiped_records_are_skipped_and_valid_ones_kept() {
     drop(bad);
     b.shutdown().await;
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_takes_over_only_once_it_has_published_its_records() {
+    let grace = Duration::from_secs(30);
+    let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
+    let a1 = Gossip::start(incarnation("a", 1, a_addr, &[], grace))
+        .await
+        .unwrap();
+    let b = Gossip::start(incarnation("b", 1, b_addr, &[a_addr], grace))
+        .await
+        .unwrap();
+    b.publisher()
+        .replace(Source::Static, vec![record("b-1", "10.0.1.1")])
+        .await;
+    a1.publisher()
+        .replace(Source::Static, vec![record("web-1", "10.0.0.1")])
+        .await;
+    let on_b = b.directory();
+    eventually("web-1 of generation 1 on b", &on_b, |s| {
+        web_1_and_a(s) == (vec!["10.0.0.1".into()], Some(1))
+    })
+    .await;
+
+    a1.shutdown().await;
+    let a2 = Gossip::start(incarnation("a", 2, a_addr, &[b_addr], grace))
+        .await
+        .unwrap();
+    eventually("a2 and b have gossiped", &a2.directory(), |s| {
+        s.lookup("b-1").len() == 1
+    })
+    .await;
+    // Generation 2 has published nothing yet: generation 1 keeps answering.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            web_1_and_a(&on_b.load()),
+            (vec!["10.0.0.1".into()], Some(1)),
+            "while generation 2 is not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    a2.publisher()
+        .replace(Source::Static, vec![record("web-1", "10.0.0.2")])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ips, generation) = web_1_and_a(&on_b.load());
+        assert_eq!(ips.len(), 1, "web-1 answers throughout the handover");
+        if (ips[0].as_str(), generation) == ("10.0.0.2", Some(2)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "generation 2 never took over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a2.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_never_publishes_takes_over_once_its_predecessor_is_dead_past_the_grace() {
+    let grace = Duration::from_millis(500);
+    let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
+    let a1 = Gossip::start(incarnation("a", 1, a_addr, &[], grace))
+        .await
+        .unwrap();
+    let b = Gossip::start(config("b", b_addr, &[a_addr])).await.unwrap();
+    a1.publisher()
+        .replace(Source::Static, vec![record("web-1", "10.0.0.1")])
+        .await;
+    let on_b = b.directory();
+    eventually("web-1 on b", &on_b, |s| s.lookup("web-1").len() == 1).await;
+
+    a1.shutdown().await;
+    let a2 = Gossip::start(incarnation("a", 2, a_addr, &[b_addr], grace))
+        .await
+        .unwrap();
+    // Its static source never reports (a stuck start): generation 1 is
+    // declared dead, its grace runs out, and generation 2 counts anyway.
+    eventually("generation 2 counts, with no records", &on_b, |s| {
+        web_1_and_a(s) == (vec![], Some(2))
+    })
+    .await;
+    let a = on_b
+        .load()
+        .members()
+        .iter()
+        .find(|m| m.name == "a")
+        .cloned()
+        .unwrap();
+    assert!(a.visible, "{a:?}");
+    a2.shutdown().await;
+    b.shutdown().await;
 }

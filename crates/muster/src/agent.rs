@@ -1,7 +1,7 @@
 //! `muster agent`: wires sources, gossip, DNS, gRPC and HTTP together and
 //! runs them until SIGINT or SIGTERM.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         dead_grace: config.dead_grace,
         forget_after: FORGET_AFTER,
         meta,
+        // Registrations do not outlive the agent (their owners register
+        // again), so readiness waits only for the file and the engine.
+        sources: [
+            config
+                .static_file
+                .as_ref()
+                .map(|_| muster_core::Source::Static),
+            config.docker.as_ref().map(|_| muster_core::Source::Docker),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<BTreeSet<_>>(),
         metrics: gossip_metrics.clone(),
     })
     .await?;
@@ -171,7 +183,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     let now = status.borrow_and_update().clone();
                     publisher.set_meta("docker", &now.to_string()).await;
                     let error = match &now {
-                        DockerStatus::Disconnected { error } => error.as_str(),
+                        DockerStatus::Disconnected { error } => {
+                            // An engine that does not answer at start has
+                            // nothing to publish: readiness stops waiting.
+                            publisher.settle(muster_core::Source::Docker).await;
+                            error.as_str()
+                        }
                         _ => "",
                     };
                     publisher.set_meta("docker_error", error).await;
