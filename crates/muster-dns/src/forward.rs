@@ -6,20 +6,46 @@
 //! upstream in turn until one answers; a truncated UDP answer is asked
 //! again over TCP. The upstream's answer comes back to the client with its
 //! own response code and records.
+//!
+//! Whether a name is forwarded is decided by [`crate::reply`], which also
+//! supplies the reply's header; the front ends ([`crate::udp`],
+//! [`crate::tcp`]) call [`forwarded`] for requests whose reply is marked
+//! for forwarding, and encode and send the result.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_server::proto::op::Message;
+use hickory_server::proto::op::{Message, ResponseCode};
+use hickory_server::server::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::debug;
 
+use crate::reply::{Handler, Reply};
+
 /// How long one upstream gets to answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The reply to a name outside the zone: the upstreams' answer, or
+/// SERVFAIL when none answered.
+pub(crate) async fn forwarded(handler: &Handler, request: &Request) -> Reply {
+    let mut reply = handler.reply(request);
+    match forward(&handler.forward_to, request.as_slice()).await {
+        Some(message) => {
+            reply.metadata.response_code = message.metadata.response_code;
+            reply.metadata.recursion_available = message.metadata.recursion_available;
+            reply.metadata.authoritative = false;
+            reply.answers = message.answers;
+            reply.authorities = message.authorities;
+            reply.additionals = message.additionals;
+        }
+        None => reply.metadata.response_code = ResponseCode::ServFail,
+    }
+    reply
+}
+
 /// Asks the upstreams in turn; `None` when none answered.
-pub(crate) async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Option<Message> {
+async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Option<Message> {
     for upstream in upstreams {
         match tokio::time::timeout(UPSTREAM_TIMEOUT, ask(*upstream, query)).await {
             Ok(Ok(message)) => return Some(message),

@@ -9,6 +9,9 @@
 //! [`BATCH`] packets each way. Queries that must be forwarded upstream are
 //! the exception: they become tasks on the runtime, so that a slow
 //! upstream never stalls the others.
+//!
+//! Answers come from [`crate::reply`] (and [`crate::forward`]); this module
+//! only moves packets, and is started and stopped by [`crate::server`].
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -17,14 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Header, ResponseCode};
-use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::Request;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tracing::{debug, warn};
 
-use crate::Handler;
+use crate::reply::{Handler, Outcome, answer, edns_for, encode_udp};
+use crate::{forward, metrics};
 
 /// Packets moved per system call, each way.
 const BATCH: usize = 64;
@@ -91,7 +92,7 @@ fn serve(
             match answer(handler, packet, src, &mut out) {
                 Outcome::Reply => {
                     handler.metrics.answered(
-                        crate::metrics::qtype_of(packet),
+                        metrics::qtype_of(packet),
                         &out,
                         "udp",
                         started.elapsed().as_secs_f64(),
@@ -103,7 +104,7 @@ fn serve(
                     spare.push(out);
                     let (socket, handler) = (socket.clone(), handler.clone());
                     runtime.spawn(async move {
-                        let bytes = handler.answer_forwarded(&request).await;
+                        let bytes = answer_forwarded(&handler, &request).await;
                         if let Err(e) = socket.send_to(&bytes, src) {
                             debug!(error = %e, %src, "DNS: sending a forwarded answer failed");
                         }
@@ -116,48 +117,19 @@ fn serve(
     }
 }
 
-/// What became of one packet.
-pub(crate) enum Outcome {
-    /// The reply is in the output buffer.
-    Reply,
-    /// Nothing to answer (not even a DNS header).
-    Drop,
-    /// Outside the zone, for the configured upstreams.
-    Forward(Box<Request>),
-}
-
-/// Answers one packet into `out`, as hickory's own server would: no reply
-/// to fewer than 12 bytes, FORMERR (with no question section) to a header
-/// followed by garbage or by a question that uses name compression.
-pub(crate) fn answer(
-    handler: &Handler,
-    packet: &[u8],
-    src: SocketAddr,
-    out: &mut Vec<u8>,
-) -> Outcome {
-    let parsed = if crate::question_is_compressed(packet) {
-        None
-    } else {
-        Request::from_bytes(packet.to_vec(), src, Protocol::Udp).ok()
-    };
-    let request = match parsed {
-        Some(request) => request,
-        None => {
-            let mut decoder = BinDecoder::new(packet);
-            let Ok(header) = Header::read(&mut decoder) else {
-                return Outcome::Drop;
-            };
-            return match crate::emit_bare(&header.metadata, ResponseCode::FormErr, out) {
-                Ok(()) => Outcome::Reply,
-                Err(_) => Outcome::Drop,
-            };
-        }
-    };
-    if handler.answer_now(&request, out) {
-        Outcome::Reply
-    } else {
-        Outcome::Forward(Box::new(request))
-    }
+/// The encoded UDP reply to a query forwarded upstream.
+async fn answer_forwarded(handler: &Handler, request: &Request) -> Vec<u8> {
+    let started = std::time::Instant::now();
+    let reply = forward::forwarded(handler, request).await;
+    let mut out = Vec::with_capacity(512);
+    encode_udp(request, &reply, edns_for(request).as_ref(), &mut out);
+    handler.metrics.answered(
+        metrics::qtype_of(request.as_slice()),
+        &out,
+        "udp",
+        started.elapsed().as_secs_f64(),
+    );
+    out
 }
 
 /// hickory's rule: never answer port 0 or an unspecified or broadcast

@@ -1,0 +1,86 @@
+//! The running server: binds the UDP and TCP sockets on one address, starts
+//! the UDP thread ([`crate::udp`]) and hickory's TCP server with
+//! [`crate::tcp`]'s handler, and stops both. Answering is left to those
+//! front ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hickory_server::Server;
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::reply::Handler;
+use crate::tcp::Tcp;
+use crate::{DnsError, udp};
+
+/// An idle TCP connection is closed after this long.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running DNS server; dropping it does not stop it, [`DnsServer::shutdown`] does.
+pub struct DnsServer {
+    server: Server<Tcp>,
+    udp: std::thread::JoinHandle<()>,
+    stop_udp: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `addr` (port 0 picks a free port, the same for
+    /// both) and starts answering.
+    pub async fn bind(addr: SocketAddr, handler: Handler) -> Result<DnsServer, DnsError> {
+        let udp = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
+        let addr = udp.local_addr().map_err(|source| DnsError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                proto: "tcp",
+                source,
+            })?;
+        let handler = Arc::new(handler);
+        let stop_udp = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        let udp =
+            udp::spawn(udp, handler.clone(), runtime, stop_udp.clone()).map_err(|source| {
+                DnsError::Bind {
+                    addr,
+                    proto: "udp",
+                    source,
+                }
+            })?;
+        let mut server = Server::new(Tcp(handler));
+        server.register_listener(tcp, TCP_TIMEOUT, 64 * 1024);
+        Ok(DnsServer {
+            server,
+            udp,
+            stop_udp,
+            addr,
+        })
+    }
+
+    /// The address served (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting queries and waits for TCP queries in flight.
+    pub async fn shutdown(mut self) {
+        self.stop_udp.store(true, Ordering::Relaxed);
+        let udp = self.udp;
+        let _ = tokio::task::spawn_blocking(move || udp.join()).await;
+        if let Err(e) = self.server.shutdown_gracefully().await {
+            warn!(error = %e, "DNS server did not shut down cleanly");
+        }
+    }
+}
