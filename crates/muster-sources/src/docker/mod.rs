@@ -15,32 +15,22 @@
 //! serving them) until the next successful listing replaces them, which
 //! publishes only the differences.
 //!
-//! Names: Docker's `/name` becomes a DNS label by [`dns_label_from`]
-//! (`Web_1` → `web-1`); a name with nothing left falls back to the short
-//! id. Network aliases become aliases (Compose puts the service name there).
-//!
-//! Addresses: a container's IP on a network the operator declares routable
-//! is answered in DNS; IPs on other networks (a bridge's 172.17.x is
-//! unreachable from other hosts) are kept in the record as `local`. A
-//! running container with no routable address resolves to the host's own
-//! address instead (network `host`), and its published ports go with the
-//! record for SRV.
+//! How an inspected container becomes a record (names, aliases,
+//! addresses, ports, labels, which containers are published at all) is
+//! the pure function [`mapping::record_of`]; this module only talks to the
+//! engine and reports what that function makes of its answers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+pub mod mapping;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, EventMessageTypeEnum,
-    HealthStatusEnum,
-};
+use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::{StreamExt, stream};
-use muster_core::{
-    Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,
-    Protocol, Record, Source, State, dns_label_from,
-};
+use muster_core::{Record, Source};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use thiserror::Error;
@@ -48,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::SourceUpdate;
+use mapping::{Mapping, Skipped, record_of, short_id};
 
 /// The socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -75,6 +66,18 @@ pub struct DockerConfig {
     pub host_ip: IpAddr,
     /// How long an exited container stays listed (never in DNS).
     pub exited_retention: Duration,
+}
+
+impl DockerConfig {
+    /// The part of the configuration that shapes records.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            filters: self.filters.clone(),
+            routable_networks: self.routable_networks.clone(),
+            host_ip: self.host_ip,
+            exited_retention: self.exited_retention,
+        }
+    }
 }
 
 /// A `--docker-filter`: `label=KEY` (the label is present) or
@@ -202,6 +205,7 @@ impl DockerMetrics {
 /// The Docker source task.
 pub struct DockerSource {
     config: DockerConfig,
+    mapping: Mapping,
     status: watch::Sender<DockerStatus>,
     metrics: DockerMetrics,
 }
@@ -213,6 +217,7 @@ impl DockerSource {
         let metrics = DockerMetrics::default();
         (
             DockerSource {
+                mapping: config.mapping(),
                 config,
                 status,
                 metrics,
@@ -235,6 +240,7 @@ impl DockerSource {
         loop {
             let mut session = Session {
                 config: &self.config,
+                mapping: &self.mapping,
                 status: &self.status,
                 updates: &updates,
                 metrics: &self.metrics,
@@ -274,6 +280,7 @@ impl DockerSource {
 /// One connection to the engine, from connect to loss.
 struct Session<'a> {
     config: &'a DockerConfig,
+    mapping: &'a Mapping,
     status: &'a watch::Sender<DockerStatus>,
     updates: &'a mpsc::Sender<SourceUpdate>,
     metrics: &'a DockerMetrics,
@@ -499,7 +506,7 @@ impl Session<'_> {
         let expired: Vec<String> = self
             .known
             .values()
-            .filter(|r| self.expired(r, now))
+            .filter(|r| self.mapping.expired(r, now))
             .map(|r| r.id.clone())
             .collect();
         for id in expired {
@@ -513,13 +520,6 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn expired(&self, record: &Record, now: i64) -> bool {
-        record.state == State::Exited
-            && record
-                .finished_at
-                .is_none_or(|t| now - t >= self.config.exited_retention.as_secs() as i64)
-    }
-
     async fn send(&self, update: SourceUpdate) -> Result<(), SessionError> {
         self.updates
             .send(update)
@@ -527,180 +527,25 @@ impl Session<'_> {
             .map_err(|_| SessionError::Closed)
     }
 
-    /// The record for an inspected container, or `None` when the filters
-    /// exclude it or it exited longer ago than the retention.
+    /// The record for an inspected container, now; `None` when it is not
+    /// published (see [`record_of`]).
     fn to_record(&self, c: &ContainerInspectResponse) -> Option<Record> {
-        let full_id = c.id.as_deref()?;
-        let config = c.config.as_ref();
-        let labels = config.and_then(|c| c.labels.clone()).unwrap_or_default();
-        if !self.config.filters.iter().all(|f| f.matches(&labels)) {
-            return None;
-        }
-        let id = short_id(full_id).to_owned();
-        let raw_name = c.name.as_deref().unwrap_or("");
-        let mut record = Record::new(id.clone(), published_name(raw_name, &id), Source::Docker);
-        let state = c.state.as_ref();
-        record.state = match state.and_then(|s| s.status) {
-            Some(ContainerStateStatusEnum::RUNNING) => State::Running,
-            Some(ContainerStateStatusEnum::PAUSED) => State::Paused,
-            Some(ContainerStateStatusEnum::RESTARTING) => State::Restarting,
-            Some(ContainerStateStatusEnum::CREATED) => State::Created,
-            _ => State::Exited,
-        };
-        record.health = match state.and_then(|s| s.health.as_ref()).and_then(|h| h.status) {
-            Some(HealthStatusEnum::STARTING) => Health::Starting,
-            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
-            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-            _ => Health::None,
-        };
-        record.started_at = state
-            .and_then(|s| s.started_at.as_deref())
-            .and_then(parse_time);
-        record.finished_at = state
-            .and_then(|s| s.finished_at.as_deref())
-            .and_then(parse_time);
-        record.image = config.and_then(|c| c.image.clone()).unwrap_or_default();
-        record.labels = cap_labels(&id, labels);
-
-        let settings = c.network_settings.as_ref();
-        let mut aliases = BTreeSet::new();
-        for (network, endpoint) in settings
-            .and_then(|s| s.networks.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let local = !self.config.routable_networks.contains(network);
-            let ips = [
-                endpoint.ip_address.as_deref(),
-                endpoint.global_ipv6_address.as_deref(),
-            ];
-            for ip in ips
-                .into_iter()
-                .flatten()
-                .filter_map(|ip| ip.parse::<IpAddr>().ok())
-            {
-                record.addresses.push(Address {
-                    network: network.clone(),
-                    ip,
-                    local,
-                });
-            }
-            for alias in endpoint.aliases.iter().flatten() {
-                if full_id.starts_with(alias.as_str()) {
-                    continue; // Docker adds the short id as an alias.
-                }
-                if let Some(label) = dns_label_from(alias).filter(|l| *l != record.name) {
-                    aliases.insert(label);
-                }
-            }
-        }
-        record.addresses.sort();
-        record.addresses.truncate(MAX_ADDRESSES - 1);
-        if record.state == State::Running && record.addresses.iter().all(|a| a.local) {
-            record.addresses.push(Address {
-                network: HOST_NETWORK.to_owned(),
-                ip: self.config.host_ip,
-                local: false,
-            });
-        }
-        record.aliases = aliases.into_iter().take(MAX_ALIASES).collect();
-
-        let mut ports = BTreeSet::new();
-        for (spec, bindings) in settings
-            .and_then(|s| s.ports.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let Some((port, protocol)) = parse_port_spec(spec) else {
-                continue;
-            };
-            let host_ports: Vec<u16> = bindings
-                .iter()
-                .flatten()
-                .filter_map(|b| b.host_port.as_deref()?.parse().ok())
-                .collect();
-            if host_ports.is_empty() {
-                ports.insert(Port {
-                    port,
-                    protocol,
-                    host_port: None,
-                });
-            }
-            for host_port in host_ports {
-                ports.insert(Port {
-                    port,
-                    protocol,
-                    host_port: Some(host_port),
-                });
-            }
-        }
-        record.ports = ports.into_iter().take(MAX_PORTS).collect();
-
-        if self.expired(&record, unix_now()) {
-            return None;
-        }
-        match record.validate() {
-            Ok(()) => Some(record),
-            Err(e) => {
+        match record_of(c, self.mapping, unix_now()) {
+            Ok(record) => Some(record),
+            Err(Skipped::Invalid(e)) => {
+                let raw_name = c.name.as_deref().unwrap_or("");
                 warn!(container = %raw_name, error = %e, "container not published");
                 None
             }
+            Err(Skipped::NoId | Skipped::Filtered | Skipped::Expired) => None,
         }
     }
-}
-
-/// Docker's 12-character short id.
-fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Docker's RFC 3339 times; the zero time (`0001-01-01T00:00:00Z`) and
-/// anything before 1970 mean "never".
-fn parse_time(s: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339(s).ok()?;
-    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-    (secs > 0).then_some(secs)
-}
-
-/// `8080/tcp` → (8080, Tcp).
-fn parse_port_spec(spec: &str) -> Option<(u16, Protocol)> {
-    let (port, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
-    let protocol = match proto {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "sctp" => Protocol::Sctp,
-        _ => return None,
-    };
-    Some((port.parse().ok().filter(|p| *p > 0)?, protocol))
-}
-
-/// Keeps the labels a record may carry: at most [`MAX_LABELS`], each key
-/// and value within [`MAX_LABEL_BYTES`]; logs what was dropped.
-fn cap_labels(id: &str, labels: HashMap<String, String>) -> BTreeMap<String, String> {
-    let total = labels.len();
-    let kept: BTreeMap<String, String> = labels
-        .into_iter()
-        .filter(|(k, v)| !k.is_empty() && k.len() <= MAX_LABEL_BYTES && v.len() <= MAX_LABEL_BYTES)
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .take(MAX_LABELS)
-        .collect();
-    if kept.len() < total {
-        debug!(container = %id, kept = kept.len(), total, "labels over the record limits were dropped");
-    }
-    kept
-}
-
-/// The DNS label a container is published under: its Docker name mapped
-/// by [`dns_label_from`], or its short id when nothing of the name is left.
-fn published_name(docker_name: &str, id: &str) -> String {
-    dns_label_from(docker_name.trim_start_matches('/')).unwrap_or_else(|| short_id(id).to_owned())
 }
 
 #[cfg(test)]
@@ -718,23 +563,5 @@ mod tests {
         for bad in ["muster.host=a", "label=", "label==a"] {
             assert!(bad.parse::<LabelFilter>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn docker_times_and_ports_are_read() {
-        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
-        assert_eq!(
-            parse_time("2026-11-25T04:42:24.568061123Z"),
-            Some(1_795_581_744)
-        );
-        assert_eq!(parse_port_spec("8080/tcp"), Some((8080, Protocol::Tcp)));
-        assert_eq!(parse_port_spec("53/udp"), Some((53, Protocol::Udp)));
-        assert_eq!(parse_port_spec("x/tcp"), None);
-    }
-
-    #[test]
-    fn unmappable_names_fall_back_to_the_short_id() {
-        assert_eq!(published_name("/Web_1", "0123456789abcdef"), "web-1");
-        assert_eq!(published_name("/___", "0123456789abcdef"), "0123456789ab");
     }
 }
