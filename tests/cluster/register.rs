@@ -273,3 +273,55 @@ async fn cli_register_keeps_the_record_until_terminated_then_deregisters() {
     gone_from(&c, "mon-2", Duration::from_secs(10)).await;
     assert!(a.log().contains("deregistered id=reg:mon-2"), "{}", a.log());
 }
+
+#[tokio::test]
+async fn refusals_come_from_the_publishers_verdict_and_nothing_refused_is_kept() {
+    // The static file already publishes id `reg:mon-1` on a.
+    let a = Agent::start(AgentSpec::new(&loopback_block(), 1, "a").with_records(
+        "[[record]]\nid = \"reg:mon-1\"\nname = \"mon-static\"\naddresses = [\"10.9.0.9\"]\n",
+    ))
+    .await;
+    eventually(Duration::from_secs(10), "the static record", || async {
+        (a.list("").await.len() == 1).then_some(())
+    })
+    .await;
+    let mut client = a.client().await;
+
+    let taken = client
+        .register(request("mon-1", "10.9.0.1", 30))
+        .await
+        .expect_err("the id belongs to the static source");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert!(
+        taken.message().starts_with("record.id:") && taken.message().contains("static"),
+        "{}",
+        taken.message()
+    );
+
+    // Within every per-field limit, but too large to gossip.
+    let mut large = request("mon-2", "10.9.0.2", 30);
+    large.record.as_mut().expect("record").labels = (0..40)
+        .map(|i| (format!("label-{i}"), "v".repeat(200)))
+        .collect();
+    let too_large = client.register(large).await.expect_err("too large");
+    assert_eq!(too_large.code(), Code::InvalidArgument, "{too_large:?}");
+    assert!(
+        too_large.message().starts_with("record:") && too_large.message().contains("bytes"),
+        "{}",
+        too_large.message()
+    );
+
+    // Neither was kept: nothing to keep alive, nothing published.
+    for id in ["mon-1", "mon-2"] {
+        let status = client
+            .keep_alive(v1::KeepAliveRequest {
+                id: id.into(),
+                ttl_seconds: 0,
+            })
+            .await
+            .expect_err("not registered");
+        assert_eq!(status.code(), Code::NotFound, "{id}: {status:?}");
+    }
+    let listed: Vec<String> = a.list("").await.into_iter().map(|r| r.name).collect();
+    assert_eq!(listed, ["mon-static"]);
+}

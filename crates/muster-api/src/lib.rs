@@ -16,11 +16,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use muster_core::{LastHeard, Selector, Snapshot, State};
+use muster_core::{LastHeard, Registrar, Selector, Snapshot, State};
 use muster_policy::PolicyEngine;
 use muster_proto::v1;
 use muster_proto::v1::directory_server::{Directory, DirectoryServer};
-use muster_sources::registry::Registry;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -77,7 +76,7 @@ pub struct DirectoryService {
     revisions: tokio::sync::watch::Receiver<u64>,
     epoch: u64,
     last_heard: LastHeard,
-    registry: Option<Registry>,
+    registrar: Option<Arc<dyn Registrar>>,
     policy: Option<PolicyEngine>,
 }
 
@@ -95,7 +94,7 @@ impl DirectoryService {
             revisions,
             epoch,
             last_heard: LastHeard::default(),
-            registry: None,
+            registrar: None,
             policy: None,
         }
     }
@@ -113,10 +112,10 @@ impl DirectoryService {
         self
     }
 
-    /// Register, KeepAlive and Deregister act on `registry`; without one
+    /// Register, KeepAlive and Deregister act on `registrar`; without one
     /// they answer UNAVAILABLE.
-    pub fn with_registry(mut self, registry: Registry) -> DirectoryService {
-        self.registry = Some(registry);
+    pub fn with_registrar(mut self, registrar: Arc<dyn Registrar>) -> DirectoryService {
+        self.registrar = Some(registrar);
         self
     }
 }
@@ -205,8 +204,8 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
-        let registry = self.registry()?;
-        register::register(registry, &self.directory.load(), request.into_inner())
+        let registrar = self.registrar()?;
+        register::register(registrar, &self.directory.load(), request.into_inner())
             .await
             .map(Response::new)
     }
@@ -215,8 +214,8 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::KeepAliveRequest>,
     ) -> Result<Response<v1::KeepAliveResponse>, Status> {
-        let registry = self.registry()?;
-        register::keep_alive(registry, request.into_inner())
+        let registrar = self.registrar()?;
+        register::keep_alive(registrar, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -246,8 +245,8 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::DeregisterResponse>, Status> {
-        let registry = self.registry()?;
-        register::deregister(registry, request.into_inner())
+        let registrar = self.registrar()?;
+        register::deregister(registrar, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -260,9 +259,9 @@ impl DirectoryService {
             .ok_or_else(|| Status::unavailable("this agent judges no naming policy"))
     }
 
-    fn registry(&self) -> Result<&Registry, Status> {
-        self.registry
-            .as_ref()
+    fn registrar(&self) -> Result<&dyn Registrar, Status> {
+        self.registrar
+            .as_deref()
             .ok_or_else(|| Status::unavailable("this agent takes no registrations"))
     }
 }

@@ -1,13 +1,16 @@
 //! Register, KeepAlive and Deregister: self-reported records.
 //!
-//! This module converts between the wire and the [`Registry`] (which owns
-//! registrations, their TTLs and their publication) and maps its errors to
-//! status codes a client can act on: INVALID_ARGUMENT for a bad record or
-//! TTL, with the offending field first in the message (`record.name: ...`,
-//! `ttl_seconds: ...`); NOT_FOUND for an id that is not registered (never
-//! was, deregistered, or lapsed); ALREADY_EXISTS when another source of
-//! this agent publishes the same id; RESOURCE_EXHAUSTED when the agent holds
-//! all the registrations it takes; UNAVAILABLE while it shuts down.
+//! This module converts between the wire and the [`Registrar`] (the agent's
+//! registry: it owns registrations, their TTLs, and gets the publisher's
+//! verdict on each) and maps its errors to status codes a client can act
+//! on: INVALID_ARGUMENT for a bad record or TTL, or a record too large to
+//! gossip, with the offending field first in the message
+//! (`record.name: ...`, `ttl_seconds: ...`); NOT_FOUND for an id that is
+//! not registered (never was, deregistered, or lapsed); ALREADY_EXISTS when
+//! another source of this agent publishes the same id; RESOURCE_EXHAUSTED
+//! when the agent holds all the registrations it takes; UNAVAILABLE while
+//! it shuts down. Refusals come from the publisher's verdict, not from a
+//! guess made here: nothing is checked twice.
 //!
 //! A registration whose names are already answered by other records (on
 //! any host, from any source) is accepted, and the others are reported in
@@ -17,51 +20,30 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use muster_core::{Record, RecordError, Snapshot, Source};
+use muster_core::{PublishError, Record, RecordError, Registrar, RegistrationError, Snapshot};
 use muster_proto::{WireError, v1};
-use muster_sources::registry::{Registry, RegistryError};
 use tonic::Status;
 use tracing::warn;
 
 pub(crate) async fn register(
-    registry: &Registry,
+    registrar: &dyn Registrar,
     snapshot: &Snapshot,
     request: v1::RegisterRequest,
 ) -> Result<v1::RegisterResponse, Status> {
     let mut wire = request
         .record
         .ok_or_else(|| Status::invalid_argument("record: required"))?;
-    // The id defaults to the name; host and source are the agent's to set,
-    // whatever the client sent.
-    if wire.id.is_empty() {
-        wire.id.clone_from(&wire.name);
-    }
+    // Host and source are the agent's to set, whatever the client sent.
     wire.host.clear();
     wire.source = v1::Source::Registered as i32;
     let name = wire.name.clone();
-    let record = Record::try_from(wire).map_err(|e| wire_error(&name, e))?;
-    let id = Registry::published_id(&record.id);
-    if let Some(other) = snapshot
-        .get(registry.node_name(), &id)
-        .filter(|r| r.source != Source::Registered)
-    {
-        return Err(Status::already_exists(format!(
-            "record.id: this agent already publishes {id:?} from its {} source",
-            other.source.as_str()
-        )));
-    }
-    // Refused here, not by the publisher later: a record that cannot be
-    // gossiped must not be acknowledged.
-    let mut as_published = record.clone();
-    as_published.id.clone_from(&id);
-    if let Err(e) = muster_gossip::publishable(&as_published) {
-        return Err(Status::invalid_argument(format!("record: {e}")));
-    }
+    // Parsed here; the registry completes the record and checks it.
+    let record = muster_proto::parse_record(wire).map_err(|e| wire_error(&name, e))?;
     let ttl = Duration::from_secs(request.ttl_seconds.into());
-    let registration = registry
+    let registration = registrar
         .register(record, ttl)
         .await
-        .map_err(|e| registry_error(&name, e))?;
+        .map_err(|e| registration_error(&name, e))?;
     let conflicts = conflicts(snapshot, &registration.record);
     if !conflicts.is_empty() {
         let others: Vec<String> = conflicts
@@ -83,33 +65,33 @@ pub(crate) async fn register(
 }
 
 pub(crate) async fn keep_alive(
-    registry: &Registry,
+    registrar: &dyn Registrar,
     request: v1::KeepAliveRequest,
 ) -> Result<v1::KeepAliveResponse, Status> {
     if request.id.is_empty() {
         return Err(Status::invalid_argument("id: required"));
     }
     let ttl = (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
-    let expires_at = registry
+    let expires_at = registrar
         .keep_alive(&request.id, ttl)
         .await
-        .map_err(|e| registry_error("", e))?;
+        .map_err(|e| registration_error("", e))?;
     Ok(v1::KeepAliveResponse {
         expires_at_ms: unix_ms(expires_at),
     })
 }
 
 pub(crate) async fn deregister(
-    registry: &Registry,
+    registrar: &dyn Registrar,
     request: v1::DeregisterRequest,
 ) -> Result<v1::DeregisterResponse, Status> {
     if request.id.is_empty() {
         return Err(Status::invalid_argument("id: required"));
     }
-    registry
+    registrar
         .deregister(&request.id)
         .await
-        .map_err(|e| registry_error("", e))?;
+        .map_err(|e| registration_error("", e))?;
     Ok(v1::DeregisterResponse {})
 }
 
@@ -158,14 +140,18 @@ fn invalid_record(name: &str, e: &RecordError) -> Status {
     Status::invalid_argument(format!("record.{field}: {e}"))
 }
 
-fn registry_error(name: &str, e: RegistryError) -> Status {
+fn registration_error(name: &str, e: RegistrationError) -> Status {
     match &e {
-        RegistryError::BadTtl { .. } => Status::invalid_argument(format!("ttl_seconds: {e}")),
-        RegistryError::NoAddress => Status::invalid_argument(format!("record.addresses: {e}")),
-        RegistryError::BadRecord(record) => invalid_record(name, record),
-        RegistryError::Full { .. } => Status::resource_exhausted(e.to_string()),
-        RegistryError::NotFound(_) => Status::not_found(e.to_string()),
-        RegistryError::Stopped => Status::unavailable(e.to_string()),
+        RegistrationError::BadTtl { .. } => Status::invalid_argument(format!("ttl_seconds: {e}")),
+        RegistrationError::NoAddress => Status::invalid_argument(format!("record.addresses: {e}")),
+        RegistrationError::BadRecord(record) => invalid_record(name, record),
+        RegistrationError::Refused(PublishError::IdTaken { .. }) => {
+            Status::already_exists(format!("record.id: {e}"))
+        }
+        RegistrationError::Refused(_) => Status::invalid_argument(format!("record: {e}")),
+        RegistrationError::Full { .. } => Status::resource_exhausted(e.to_string()),
+        RegistrationError::NotFound(_) => Status::not_found(e.to_string()),
+        RegistrationError::Stopped => Status::unavailable(e.to_string()),
     }
 }
 
@@ -176,8 +162,7 @@ fn unix_ms(t: SystemTime) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use muster_core::{Address, Change};
-    use tokio::sync::mpsc;
+    use muster_core::{Address, Change, Source};
 
     use super::*;
 
@@ -195,177 +180,153 @@ mod tests {
         }
     }
 
-    fn registry() -> Registry {
-        let (tx, mut rx) = mpsc::channel(16);
-        let (registry, task) = Registry::new("a", tx);
-        tokio::spawn(task);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        registry
+    /// The status a refusal of a registration of `name` becomes: its
+    /// code, and the field its message names first.
+    fn check(e: RegistrationError, name: &str, code: tonic::Code, field: &str) {
+        let status = registration_error(name, e.clone());
+        assert_eq!(status.code(), code, "{e:?}");
+        assert!(
+            status.message().starts_with(field),
+            "{field:?} not first in {:?}",
+            status.message()
+        );
     }
 
-    async fn refused(request: v1::RegisterRequest) -> Status {
-        register(&registry(), &Snapshot::default(), request)
-            .await
-            .expect_err("refused")
+    /// The record rule `record` breaks (with its id defaulted to its name,
+    /// as the registry does).
+    fn broken(record: v1::Record) -> RecordError {
+        let mut record = muster_proto::parse_record(record).expect("parses");
+        record.id.clone_from(&record.name);
+        record.validate().expect_err("breaks a rule")
     }
 
-    #[tokio::test]
-    async fn bad_registrations_are_invalid_argument_naming_the_field() {
-        let ok = || v1::RegisterRequest {
-            record: Some(wire("mon-1", &["10.0.0.9"])),
-            ttl_seconds: 30,
+    #[test]
+    fn refusals_become_status_codes_naming_the_field_first() {
+        use tonic::Code::*;
+        let bad = RegistrationError::BadRecord;
+        check(
+            bad(broken(wire("mon_1", &["10.0.0.9"]))),
+            "mon_1",
+            InvalidArgument,
+            "record.name:",
+        );
+        let bad_alias = v1::Record {
+            aliases: vec!["-x".into()],
+            ..wire("mon-1", &["10.0.0.9"])
         };
-        let cases: Vec<(v1::RegisterRequest, &str)> = vec![
+        check(
+            bad(broken(bad_alias)),
+            "mon-1",
+            InvalidArgument,
+            "record.aliases:",
+        );
+        check(
+            RegistrationError::NoAddress,
+            "mon-1",
+            InvalidArgument,
+            "record.addresses:",
+        );
+        check(
+            RegistrationError::BadTtl {
+                seconds: 0,
+                min: 1,
+                max: 86_400,
+            },
+            "mon-1",
+            InvalidArgument,
+            "ttl_seconds:",
+        );
+        check(
+            PublishError::TooLarge {
+                id: "reg:mon-1".into(),
+                bytes: 5000,
+                limit: 4096,
+            }
+            .into(),
+            "mon-1",
+            InvalidArgument,
+            "record: record",
+        );
+        check(
+            PublishError::IdTaken {
+                id: "reg:mon-1".into(),
+                owner: Source::Static,
+            }
+            .into(),
+            "mon-1",
+            AlreadyExists,
+            "record.id:",
+        );
+        check(
+            RegistrationError::Full { limit: 10 },
+            "mon-1",
+            ResourceExhausted,
+            "this agent",
+        );
+        check(
+            RegistrationError::NotFound("x".into()),
+            "",
+            NotFound,
+            "no registration",
+        );
+        check(RegistrationError::Stopped, "", Unavailable, "the registry");
+    }
+
+    #[test]
+    fn malformed_wire_records_name_their_field_first() {
+        let cases = [
+            (wire("mon-1", &["10.0.0"]), "record.addresses:"),
             (
-                v1::RegisterRequest {
-                    record: None,
-                    ..ok()
-                },
-                "record:",
-            ),
-            (
-                v1::RegisterRequest {
-                    record: Some(wire("mon_1", &["10.0.0.9"])),
-                    ..ok()
-                },
-                "record.name:",
-            ),
-            (
-                v1::RegisterRequest {
-                    record: Some(v1::Record {
-                        aliases: vec!["-x".into()],
-                        ..wire("mon-1", &["10.0.0.9"])
-                    }),
-                    ..ok()
-                },
-                "record.aliases:",
-            ),
-            (
-                v1::RegisterRequest {
-                    record: Some(wire("mon-1", &[])),
-                    ..ok()
-                },
-                "record.addresses:",
-            ),
-            (
-                v1::RegisterRequest {
-                    record: Some(wire("mon-1", &["10.0.0"])),
-                    ..ok()
-                },
-                "record.addresses:",
-            ),
-            (
-                v1::RegisterRequest {
-                    record: Some(v1::Record {
-                        state: 99,
-                        ..wire("mon-1", &["10.0.0.9"])
-                    }),
-                    ..ok()
+                v1::Record {
+                    state: 99,
+                    ..wire("mon-1", &["10.0.0.9"])
                 },
                 "record.state:",
             ),
             (
-                v1::RegisterRequest {
-                    ttl_seconds: 0,
-                    ..ok()
+                v1::Record {
+                    ports: vec![v1::Port {
+                        port: 70_000,
+                        ..Default::default()
+                    }],
+                    ..wire("mon-1", &["10.0.0.9"])
                 },
-                "ttl_seconds:",
-            ),
-            // Within every per-field limit, but too large to gossip.
-            (
-                v1::RegisterRequest {
-                    record: Some(v1::Record {
-                        labels: (0..40)
-                            .map(|i| (format!("label-{i}"), "v".repeat(200)))
-                            .collect(),
-                        ..wire("mon-1", &["10.0.0.9"])
-                    }),
-                    ..ok()
-                },
-                "record: record",
-            ),
-            (
-                v1::RegisterRequest {
-                    ttl_seconds: 86_401,
-                    ..ok()
-                },
-                "ttl_seconds:",
+                "record.ports:",
             ),
         ];
-        for (request, field) in cases {
-            let status = refused(request.clone()).await;
-            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{request:?}");
+        for (record, field) in cases {
+            let e = muster_proto::parse_record(record).expect_err("malformed");
+            let status = wire_error("mon-1", e);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
             assert!(
                 status.message().starts_with(field),
-                "{field} not first in {:?}",
+                "{:?}",
                 status.message()
             );
         }
     }
 
-    #[tokio::test]
-    async fn the_response_has_the_published_record_and_other_holders_of_the_name() {
+    #[test]
+    fn conflicts_are_the_other_holders_of_the_registered_names_once_each() {
         let mut web = Record::new("web-1", "web-1", Source::Static);
         web.host = "b".into();
+        web.aliases.push("mon-1".into());
         web.addresses.push(Address {
             network: "static".into(),
             ip: "10.0.0.5".parse().expect("address"),
             local: false,
         });
-        let snapshot = Snapshot::default().apply(vec![Change::Upsert(web)]);
-        let registry = registry();
-        let request = v1::RegisterRequest {
-            record: Some(v1::Record {
-                aliases: vec!["WEB-1".into()],
-                host: "forged".into(),
-                ..wire("mon-1", &["10.0.0.9"])
-            }),
-            ttl_seconds: 30,
-        };
-        let response = register(&registry, &snapshot, request).await.unwrap();
-        let record = response.record.unwrap();
-        assert_eq!(
-            (record.id.as_str(), record.host.as_str(), record.source()),
-            ("reg:mon-1", "a", v1::Source::Registered)
-        );
-        assert!(response.expires_at_ms > unix_ms(SystemTime::now()));
-        let conflicts: Vec<_> = response
-            .conflicts
+        let mut registered = Record::new("reg:mon-1", "mon-1", Source::Registered);
+        registered.host = "a".into();
+        registered.aliases.push("web-1".into());
+        let snapshot = Snapshot::default().apply(vec![
+            Change::Upsert(web),
+            Change::Upsert(registered.clone()),
+        ]);
+        let found: Vec<String> = conflicts(&snapshot, &registered)
             .iter()
             .map(|r| format!("{}@{}", r.id, r.host))
             .collect();
-        assert_eq!(conflicts, ["web-1@b"]);
-    }
-
-    #[tokio::test]
-    async fn an_id_another_source_of_this_agent_publishes_already_exists() {
-        let mut taken = Record::new("reg:mon-1", "mon-1", Source::Static);
-        taken.host = "a".into();
-        let snapshot = Snapshot::default().apply(vec![Change::Upsert(taken)]);
-        let request = v1::RegisterRequest {
-            record: Some(wire("mon-1", &["10.0.0.9"])),
-            ttl_seconds: 30,
-        };
-        let status = register(&registry(), &snapshot, request).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::AlreadyExists);
-    }
-
-    #[tokio::test]
-    async fn unknown_ids_are_not_found() {
-        let registry = registry();
-        let status = keep_alive(
-            &registry,
-            v1::KeepAliveRequest {
-                id: "nope".into(),
-                ttl_seconds: 0,
-            },
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::NotFound);
-        let status = deregister(&registry, v1::DeregisterRequest { id: "nope".into() })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(found, ["web-1@b"]);
     }
 }

@@ -12,6 +12,7 @@ mod heard;
 mod index;
 mod name;
 mod record;
+mod registration;
 mod selector;
 
 pub use heard::LastHeard;
@@ -23,4 +24,5 @@ pub use record::{
     Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,
     PortError, Protocol, Record, RecordError, SERVICE_LABELS, Source, State, UnknownState,
 };
+pub use registration::{PublishError, Registrar, Registration, RegistrationError, Verdict};
 pub use selector::{Requirement, Selector, SelectorError};

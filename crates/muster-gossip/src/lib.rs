@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, READY_KEY, RECORD_PREFIX};
 pub use metrics::GossipMetrics;
-pub use publisher::{PublishError, PublishReport, Publisher, publishable};
+pub use publisher::{PublishReport, Publisher};
 
 /// How an agent takes part in gossip.
 #[derive(Debug, Clone)]

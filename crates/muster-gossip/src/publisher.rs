@@ -16,38 +16,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chitchat::Chitchat;
-use muster_core::{Record, RecordError, Source};
-use thiserror::Error;
+use muster_core::{PublishError, Record, Source, Verdict};
 use tokio::sync::{Mutex, Notify};
 
 use crate::codec::{MAX_RECORD_BYTES, READY_KEY, RECORD_PREFIX, encode};
-
-/// Why one record was not published.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PublishError {
-    /// The record breaks a core rule.
-    #[error(transparent)]
-    Invalid(#[from] RecordError),
-    /// Its encoding is over [`MAX_RECORD_BYTES`].
-    #[error("record {id:?} encodes to {bytes} bytes, over the {MAX_RECORD_BYTES}-byte limit")]
-    TooLarge {
-        /// Record id.
-        id: String,
-        /// Encoded size.
-        bytes: usize,
-    },
-    /// Another source already publishes a record with this id.
-    #[error("record id {id:?} is already published by the {owner} source")]
-    IdTaken {
-        /// Record id.
-        id: String,
-        /// The source that owns it.
-        owner: &'static str,
-    },
-    /// The same id appears twice in one set.
-    #[error("record id {0:?} appears more than once")]
-    Duplicate(String),
-}
 
 /// What a publish call did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -120,8 +92,10 @@ impl Publisher {
 
     /// Makes `records` the whole set published by `source`: new and
     /// changed records are written, records of that source missing from the
-    /// set are withdrawn. Invalid records are refused one by one (see the
-    /// report); the others are published.
+    /// set are withdrawn. Records too large to gossip, or whose id another
+    /// source holds, are refused one by one (see the report); the others
+    /// are published. Records are checked against the record rules where
+    /// they enter (the source), not again here.
     pub async fn replace(&self, source: Source, records: Vec<Record>) -> PublishReport {
         let mut report = PublishReport::default();
         let mut local = self.local.lock().await;
@@ -167,8 +141,9 @@ impl Publisher {
         report
     }
 
-    /// Publishes or replaces one record of `source`.
-    pub async fn upsert(&self, source: Source, record: Record) -> Result<(), PublishError> {
+    /// Publishes or replaces one record of `source`; the verdict says
+    /// whether it was taken.
+    pub async fn upsert(&self, source: Source, record: Record) -> Verdict {
         let mut local = self.local.lock().await;
         let published = &mut local.records;
         let value = check(published, source, &record)?;
@@ -213,13 +188,6 @@ impl Publisher {
     }
 }
 
-/// Whether `record` can be published at all: it keeps the core's rules
-/// and its encoding fits in one gossiped value. For callers that accept
-/// records from outside (registration) and must refuse them up front.
-pub fn publishable(record: &Record) -> Result<(), PublishError> {
-    check(&HashMap::new(), record.source, record).map(|_| ())
-}
-
 /// Takes `source` off the sources readiness waits for, and writes the
 /// `ready` key when it was the last; true if it wrote it.
 fn settle(local: &mut Local, chitchat: &mut Chitchat, source: Source) -> bool {
@@ -235,11 +203,10 @@ fn check(
     source: Source,
     record: &Record,
 ) -> Result<String, PublishError> {
-    record.validate()?;
     if let Some(owner) = published.get(&record.id).filter(|p| p.source != source) {
         return Err(PublishError::IdTaken {
             id: record.id.clone(),
-            owner: owner.source.as_str(),
+            owner: owner.source,
         });
     }
     let value = encode(record);
@@ -247,6 +214,7 @@ fn check(
         return Err(PublishError::TooLarge {
             id: record.id.clone(),
             bytes: value.len(),
+            limit: MAX_RECORD_BYTES,
         });
     }
     Ok(value)

@@ -10,8 +10,8 @@ use chitchat::transport::UdpTransport;
 use chitchat::{
     ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion, spawn_chitchat,
 };
-use muster_core::{Address, Record, Snapshot, Source};
-use muster_gossip::{Gossip, GossipConfig, PublishError, RECORD_PREFIX};
+use muster_core::{Address, PublishError, Record, Snapshot, Source};
+use muster_gossip::{Gossip, GossipConfig, RECORD_PREFIX};
 
 fn free_udp_addr() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")

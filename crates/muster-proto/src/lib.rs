@@ -98,6 +98,17 @@ impl TryFrom<v1::Record> for core::Record {
 
     /// Converts and validates a wire record.
     fn try_from(w: v1::Record) -> Result<core::Record, WireError> {
+        let record = parse_record(w)?;
+        record.validate()?;
+        Ok(record)
+    }
+}
+
+/// Converts a wire record (addresses, ports and enums parsed) without
+/// checking the record rules, for a caller that completes the record and
+/// then checks it once itself (registration).
+pub fn parse_record(w: v1::Record) -> Result<core::Record, WireError> {
+    {
         let id = w.id;
         let unknown = |field, value| WireError::UnknownEnum {
             id: id.clone(),
@@ -167,7 +178,6 @@ impl TryFrom<v1::Record> for core::Record {
             labels: w.labels,
             source,
         };
-        record.validate()?;
         Ok(record)
     }
 }

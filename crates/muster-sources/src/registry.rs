@@ -1,18 +1,27 @@
 //! Self-reported records, registered with this agent over gRPC with a TTL.
 //!
-//! A [`Registry`] handle (cheap to clone, held by the gRPC service) talks to
-//! one task, returned by [`Registry::new`], that owns every registration and
-//! publishes it like any other source: [`SourceUpdate::Upsert`] when a
-//! record is registered or replaced, [`SourceUpdate::Remove`] when it is
-//! deregistered or its TTL lapses without a keep-alive. Because one task
-//! makes every change and sends every update, a lapse can never overtake
-//! the registration it ends on the channel (no ghost record).
+//! A [`Registry`] handle (cheap to clone, held by the gRPC service as a
+//! [`Registrar`]) talks to one task, returned by [`Registry::new`], that
+//! owns every registration and publishes it like any other source:
+//! [`SourceUpdate::Upsert`] when a record is registered or replaced,
+//! [`SourceUpdate::Remove`] when it is deregistered or its TTL lapses
+//! without a keep-alive. Because one task makes every change and sends
+//! every update, a lapse can never overtake the registration it ends on
+//! the channel (no ghost record).
+//!
+//! **Verdicts.** A registration is kept, and acknowledged to its client,
+//! only once the publisher has taken its record: the upsert carries an
+//! [`Ack`], and a refusal (too large to gossip, an id another source of
+//! this agent holds) comes back to the client as
+//! [`RegistrationError::Refused`], with nothing kept. The record is
+//! checked against the record rules once, here, after the registry has
+//! completed it (prefixed id, host, network names).
 //!
 //! **Expiry.** The task keeps the deadlines in one sorted set and sleeps
 //! until the earliest: one timer whatever the number of registrations, no
 //! task per record, no polling. A registration whose deadline has passed
 //! is gone even if the timer has not fired yet: every command first
-//! expires what is due, so a late KeepAlive gets [`RegistryError::NotFound`].
+//! expires what is due, so a late KeepAlive gets [`RegistrationError::NotFound`].
 //!
 //! **Ids.** The client names its registration with an id (the record's
 //! name when it gives none) and uses it for KeepAlive and Deregister. The
@@ -24,8 +33,8 @@
 //! same id on this host. Docker ids are hex and static ids are names, so
 //! the prefix keeps registrations apart from both; only a static record
 //! whose id itself starts with `reg:` could still collide, and the
-//! publisher then refuses the later of the two (logged; the gRPC service
-//! checks the directory first and refuses such a registration). Ids given
+//! publisher then refuses the later of the two (a registration gets that
+//! refusal as its answer). Ids given
 //! with the prefix (as a [`Registration`]'s record shows them) are
 //! accepted too.
 //!
@@ -38,13 +47,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use muster_core::{Record, RecordError, Source};
-use thiserror::Error;
+use muster_core::{Record, Registrar, Registration, RegistrationError, Source};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::SourceUpdate;
+use crate::{Ack, SourceUpdate};
 
 /// Shortest TTL a registration may ask for.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
@@ -61,46 +69,6 @@ pub const REGISTERED_NETWORK: &str = "registered";
 /// Commands waiting for the registry task; callers wait beyond that.
 const COMMAND_QUEUE: usize = 64;
 
-/// Why a registration, keep-alive or deregistration was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RegistryError {
-    /// The TTL is outside [`MIN_TTL`]..=[`MAX_TTL`].
-    #[error("ttl {seconds}s is outside 1s to 86400s")]
-    BadTtl {
-        /// The TTL asked for, in whole seconds.
-        seconds: u64,
-    },
-    /// The record has no address, so it could never resolve.
-    #[error("a registered record needs at least one address")]
-    NoAddress,
-    /// The record breaks a core record rule (name, id, sizes).
-    #[error(transparent)]
-    BadRecord(#[from] RecordError),
-    /// The agent already holds [`MAX_REGISTRATIONS`] registrations.
-    #[error("this agent already holds {limit} registrations")]
-    Full {
-        /// The limit.
-        limit: usize,
-    },
-    /// No registration has this id: never registered, deregistered, or
-    /// lapsed.
-    #[error("no registration with id {0:?} (never registered, deregistered, or its TTL lapsed)")]
-    NotFound(String),
-    /// The registry task has stopped (the agent is shutting down).
-    #[error("the registry has stopped")]
-    Stopped,
-}
-
-/// A registration as it was accepted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
-    /// The record as published: prefixed id, this agent as host, source
-    /// [`Source::Registered`].
-    pub record: Record,
-    /// When it lapses without a keep-alive.
-    pub expires_at: SystemTime,
-}
-
 /// A handle on the records registered with this agent. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
@@ -115,16 +83,16 @@ enum Command {
         id: String,
         record: Box<Record>,
         ttl: Duration,
-        reply: oneshot::Sender<Result<SystemTime, RegistryError>>,
+        reply: oneshot::Sender<Result<SystemTime, RegistrationError>>,
     },
     KeepAlive {
         id: String,
         ttl: Option<Duration>,
-        reply: oneshot::Sender<Result<SystemTime, RegistryError>>,
+        reply: oneshot::Sender<Result<SystemTime, RegistrationError>>,
     },
     Deregister {
         id: String,
-        reply: oneshot::Sender<Result<(), RegistryError>>,
+        reply: oneshot::Sender<Result<(), RegistrationError>>,
     },
 }
 
@@ -155,16 +123,37 @@ impl Registry {
         &self.node_name
     }
 
+    /// The id the record of registration `id` is published under
+    /// (`reg:<id>`); `id` may carry the prefix already.
+    pub fn published_id(id: &str) -> String {
+        format!("{PUBLISHED_ID_PREFIX}{}", client_id(id))
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, RegistrationError>>) -> Command,
+    ) -> Result<T, RegistrationError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| RegistrationError::Stopped)?;
+        answer.await.map_err(|_| RegistrationError::Stopped)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Registrar for Registry {
     /// Publishes `record` from this agent until `ttl` passes without a
     /// keep-alive. Its id defaults to its name; host, source and (when
     /// unset) the start time are filled in, and addresses without a
     /// network get [`REGISTERED_NETWORK`]. Re-registering an id replaces
     /// its record and restarts its TTL.
-    pub async fn register(
+    async fn register(
         &self,
         mut record: Record,
         ttl: Duration,
-    ) -> Result<Registration, RegistryError> {
+    ) -> Result<Registration, RegistrationError> {
         check_ttl(ttl)?;
         if record.id.is_empty() {
             record.id.clone_from(&record.name);
@@ -186,7 +175,7 @@ impl Registry {
         }
         record.validate()?;
         if record.addresses.is_empty() {
-            return Err(RegistryError::NoAddress);
+            return Err(RegistrationError::NoAddress);
         }
         let expires_at = self
             .call(|reply| Command::Register {
@@ -199,19 +188,13 @@ impl Registry {
         Ok(Registration { record, expires_at })
     }
 
-    /// The id the record of registration `id` is published under
-    /// (`reg:<id>`); `id` may carry the prefix already.
-    pub fn published_id(id: &str) -> String {
-        format!("{PUBLISHED_ID_PREFIX}{}", client_id(id))
-    }
-
     /// Restarts the TTL of registration `id`, with a new TTL when `ttl` is
     /// given (its own otherwise); returns when it now lapses.
-    pub async fn keep_alive(
+    async fn keep_alive(
         &self,
         id: &str,
         ttl: Option<Duration>,
-    ) -> Result<SystemTime, RegistryError> {
+    ) -> Result<SystemTime, RegistrationError> {
         if let Some(ttl) = ttl {
             check_ttl(ttl)?;
         }
@@ -221,21 +204,9 @@ impl Registry {
     }
 
     /// Withdraws registration `id` now.
-    pub async fn deregister(&self, id: &str) -> Result<(), RegistryError> {
+    async fn deregister(&self, id: &str) -> Result<(), RegistrationError> {
         let id = client_id(id).to_owned();
         self.call(|reply| Command::Deregister { id, reply }).await
-    }
-
-    async fn call<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<Result<T, RegistryError>>) -> Command,
-    ) -> Result<T, RegistryError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| RegistryError::Stopped)?;
-        answer.await.map_err(|_| RegistryError::Stopped)?
     }
 }
 
@@ -244,12 +215,14 @@ fn client_id(id: &str) -> &str {
     id.strip_prefix(PUBLISHED_ID_PREFIX).unwrap_or(id)
 }
 
-fn check_ttl(ttl: Duration) -> Result<(), RegistryError> {
+fn check_ttl(ttl: Duration) -> Result<(), RegistrationError> {
     if (MIN_TTL..=MAX_TTL).contains(&ttl) {
         Ok(())
     } else {
-        Err(RegistryError::BadTtl {
+        Err(RegistrationError::BadTtl {
             seconds: ttl.as_secs(),
+            min: MIN_TTL.as_secs(),
+            max: MAX_TTL.as_secs(),
         })
     }
 }
@@ -305,7 +278,7 @@ impl Registrations {
                         self.deadlines.remove(&(entry.deadline, id.clone()));
                         Ok(self.set_deadline(&id, ttl.unwrap_or(entry.ttl), entry.record))
                     }
-                    None => Err(RegistryError::NotFound(id)),
+                    None => Err(RegistrationError::NotFound(id)),
                 };
                 let _ = reply.send(answer);
             }
@@ -317,7 +290,7 @@ impl Registrations {
                         self.withdraw(entry.record).await;
                         Ok(())
                     }
-                    None => Err(RegistryError::NotFound(id)),
+                    None => Err(RegistrationError::NotFound(id)),
                 };
                 let _ = reply.send(answer);
             }
@@ -329,19 +302,24 @@ impl Registrations {
         id: String,
         record: Record,
         ttl: Duration,
-    ) -> Result<SystemTime, RegistryError> {
+    ) -> Result<SystemTime, RegistrationError> {
         if self.entries.len() >= MAX_REGISTRATIONS && !self.entries.contains_key(&id) {
-            return Err(RegistryError::Full {
+            return Err(RegistrationError::Full {
                 limit: MAX_REGISTRATIONS,
             });
         }
-        let expires_at = self.set_deadline(&id, ttl, record.clone());
-        info!(id = %record.id, name = %record.name, ttl = ?ttl, "registered");
+        // Kept only once the publisher has taken it: a refused record must
+        // be neither acknowledged nor kept alive.
+        let (ack, verdict) = Ack::new();
         self.publish(SourceUpdate::Upsert {
             source: Source::Registered,
-            record: Box::new(record),
+            record: Box::new(record.clone()),
+            ack: Some(ack),
         })
         .await;
+        verdict.await.map_err(|_| RegistrationError::Stopped)??;
+        let expires_at = self.set_deadline(&id, ttl, record.clone());
+        info!(id = %record.id, name = %record.name, ttl = ?ttl, "registered");
         Ok(expires_at)
     }
 
@@ -399,7 +377,7 @@ impl Registrations {
 mod tests {
     use std::net::IpAddr;
 
-    use muster_core::{Address, MAX_ADDRESSES};
+    use muster_core::{Address, MAX_ADDRESSES, PublishError, RecordError, Verdict};
 
     use super::*;
 
@@ -415,11 +393,34 @@ mod tests {
         r
     }
 
-    fn start() -> (Registry, mpsc::Receiver<SourceUpdate>) {
-        let (tx, rx) = mpsc::channel(16);
+    /// A registry whose updates are answered as a publisher would, with
+    /// `verdict`, then passed on to the returned receiver; and its task.
+    fn start_judged(
+        verdict: fn(&Record) -> Verdict,
+    ) -> (
+        Registry,
+        mpsc::UnboundedReceiver<SourceUpdate>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = mpsc::channel::<SourceUpdate>(16);
+        let (out, judged) = mpsc::unbounded_channel();
         let (registry, task) = Registry::new("a", tx);
-        tokio::spawn(task);
-        (registry, rx)
+        tokio::spawn(async move {
+            while let Some(mut update) = rx.recv().await {
+                if let SourceUpdate::Upsert { record, ack, .. } = &mut update
+                    && let Some(ack) = ack.take()
+                {
+                    ack.send(verdict(record));
+                }
+                let _ = out.send(update);
+            }
+        });
+        (registry, judged, tokio::spawn(task))
+    }
+
+    fn start() -> (Registry, mpsc::UnboundedReceiver<SourceUpdate>) {
+        let (registry, updates, _task) = start_judged(|_| Ok(()));
+        (registry, updates)
     }
 
     fn upserted(update: Option<SourceUpdate>) -> Record {
@@ -427,6 +428,7 @@ mod tests {
             Some(SourceUpdate::Upsert {
                 source: Source::Registered,
                 record,
+                ..
             }) => *record,
             other => panic!("expected an upsert of a registered record, got {other:?}"),
         }
@@ -488,7 +490,7 @@ mod tests {
         assert_eq!(registered.elapsed(), TTL);
         assert_eq!(
             registry.keep_alive("mon-1", None).await,
-            Err(RegistryError::NotFound("mon-1".into()))
+            Err(RegistrationError::NotFound("mon-1".into()))
         );
     }
 
@@ -560,7 +562,7 @@ mod tests {
         assert_eq!(removed(updates.recv().await), "reg:mon-1");
         assert_eq!(
             registry.deregister("mon-1").await,
-            Err(RegistryError::NotFound("mon-1".into()))
+            Err(RegistrationError::NotFound("mon-1".into()))
         );
         // Nothing more is published: no late lapse of the withdrawn entry.
         tokio::time::sleep(2 * TTL).await;
@@ -593,7 +595,11 @@ mod tests {
         };
         assert_eq!(
             check(record("mon-1", "10.0.0.9"), Duration::ZERO).await,
-            RegistryError::BadTtl { seconds: 0 }
+            RegistrationError::BadTtl {
+                seconds: 0,
+                min: 1,
+                max: 86_400
+            }
         );
         assert_eq!(
             check(
@@ -601,24 +607,28 @@ mod tests {
                 MAX_TTL + Duration::from_secs(1)
             )
             .await,
-            RegistryError::BadTtl { seconds: 86_401 }
+            RegistrationError::BadTtl {
+                seconds: 86_401,
+                min: 1,
+                max: 86_400
+            }
         );
         assert!(matches!(
             check(record("mon_1", "10.0.0.9"), TTL).await,
-            RegistryError::BadRecord(RecordError::BadName { .. })
+            RegistrationError::BadRecord(RecordError::BadName { .. })
         ));
         assert!(matches!(
             check(record("", "10.0.0.9"), TTL).await,
-            RegistryError::BadRecord(RecordError::BadName { .. })
+            RegistrationError::BadRecord(RecordError::BadName { .. })
         ));
         let mut no_address = record("mon-1", "10.0.0.9");
         no_address.addresses.clear();
-        assert_eq!(check(no_address, TTL).await, RegistryError::NoAddress);
+        assert_eq!(check(no_address, TTL).await, RegistrationError::NoAddress);
         let mut too_many = record("mon-1", "10.0.0.9");
         too_many.addresses = vec![too_many.addresses[0].clone(); MAX_ADDRESSES + 1];
         assert!(matches!(
             check(too_many, TTL).await,
-            RegistryError::BadRecord(RecordError::TooMany {
+            RegistrationError::BadRecord(RecordError::TooMany {
                 what: "addresses",
                 ..
             })
@@ -627,11 +637,15 @@ mod tests {
         long_id.id = "x".repeat(126);
         assert!(matches!(
             check(long_id, TTL).await,
-            RegistryError::BadRecord(RecordError::BadId(_))
+            RegistrationError::BadRecord(RecordError::BadId(_))
         ));
         assert_eq!(
             registry.keep_alive("mon-1", Some(Duration::ZERO)).await,
-            Err(RegistryError::BadTtl { seconds: 0 })
+            Err(RegistrationError::BadTtl {
+                seconds: 0,
+                min: 1,
+                max: 86_400
+            })
         );
         assert!(updates.try_recv().is_err());
     }
@@ -641,19 +655,17 @@ mod tests {
         let (registry, _updates) = start();
         assert_eq!(
             registry.keep_alive("nope", None).await,
-            Err(RegistryError::NotFound("nope".into()))
+            Err(RegistrationError::NotFound("nope".into()))
         );
         assert_eq!(
             registry.deregister("nope").await,
-            Err(RegistryError::NotFound("nope".into()))
+            Err(RegistrationError::NotFound("nope".into()))
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_task_ends_when_the_handles_are_gone_and_the_last_registration_lapsed() {
-        let (tx, mut updates) = mpsc::channel(16);
-        let (registry, task) = Registry::new("a", tx);
-        let task = tokio::spawn(task);
+        let (registry, mut updates, task) = start_judged(|_| Ok(()));
         registry
             .register(record("mon-1", "10.0.0.9"), TTL)
             .await
@@ -672,7 +684,61 @@ mod tests {
         drop(task);
         assert_eq!(
             registry.register(record("mon-1", "10.0.0.9"), TTL).await,
-            Err(RegistryError::Stopped)
+            Err(RegistrationError::Stopped)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registration_the_publisher_refuses_is_refused_and_not_kept() {
+        let (registry, mut updates, _task) = start_judged(|r| {
+            Err(PublishError::IdTaken {
+                id: r.id.clone(),
+                owner: Source::Static,
+            })
+        });
+        assert_eq!(
+            registry.register(record("mon-1", "10.0.0.9"), TTL).await,
+            Err(RegistrationError::Refused(PublishError::IdTaken {
+                id: "reg:mon-1".into(),
+                owner: Source::Static
+            }))
+        );
+        upserted(updates.recv().await);
+        // Nothing to keep alive, and nothing withdrawn when its TTL would
+        // have passed.
+        assert_eq!(
+            registry.keep_alive("mon-1", None).await,
+            Err(RegistrationError::NotFound("mon-1".into()))
+        );
+        tokio::time::sleep(TTL * 2).await;
+        assert!(updates.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_replacement_keeps_the_registration_it_would_have_replaced() {
+        let (registry, mut updates, _task) = start_judged(|r| {
+            if r.addresses[0].ip.to_string() == "10.0.0.66" {
+                Err(PublishError::TooLarge {
+                    id: r.id.clone(),
+                    bytes: 5000,
+                    limit: 4096,
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let first = registry
+            .register(record("mon-1", "10.0.0.9"), TTL)
+            .await
+            .unwrap();
+        upserted(updates.recv().await);
+        assert!(matches!(
+            registry.register(record("mon-1", "10.0.0.66"), TTL).await,
+            Err(RegistrationError::Refused(PublishError::TooLarge { .. }))
+        ));
+        upserted(updates.recv().await);
+        // The first registration still stands, on its own TTL.
+        assert!(registry.keep_alive("mon-1", None).await.is_ok());
+        assert_eq!(removed(updates.recv().await), first.record.id);
     }
 }

@@ -140,7 +140,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         grpc.serve(
             DirectoryService::new(directory.clone(), gossip.revisions(), generation)
                 .with_last_heard(gossip.last_heard())
-                .with_registry(registry)
+                .with_registrar(Arc::new(registry))
                 .with_policy(policy_engine.clone()),
             grpc_metrics,
             stopped(stop_rx.clone()),
@@ -280,7 +280,8 @@ async fn within(what: &str, step: impl Future<Output = ()>) {
     }
 }
 
-/// Forwards source updates to gossip, logging what was refused.
+/// Forwards source updates to gossip: a verdict goes back to a source that
+/// waits for it, and a refusal nobody waits for is logged.
 async fn forward(mut updates: mpsc::Receiver<SourceUpdate>, publisher: Publisher) {
     while let Some(update) = updates.recv().await {
         match update {
@@ -298,9 +299,18 @@ async fn forward(mut updates: mpsc::Receiver<SourceUpdate>, publisher: Publisher
                     "published"
                 );
             }
-            SourceUpdate::Upsert { source, record } => {
-                if let Err(why) = publisher.upsert(source, *record).await {
-                    error!(source = source.as_str(), error = %why, "record not published");
+            SourceUpdate::Upsert {
+                source,
+                record,
+                ack,
+            } => {
+                let verdict = publisher.upsert(source, *record).await;
+                match (ack, verdict) {
+                    (Some(ack), verdict) => ack.send(verdict),
+                    (None, Err(why)) => {
+                        error!(source = source.as_str(), error = %why, "record not published")
+                    }
+                    (None, Ok(())) => {}
                 }
             }
             SourceUpdate::Remove { source, id } => {

@@ -482,6 +482,7 @@ impl Session<'_> {
                         self.send(SourceUpdate::Upsert {
                             source: Source::Docker,
                             record: Box::new(record),
+                            ack: None,
                         })
                         .await?;
                     }
