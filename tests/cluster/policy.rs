@@ -251,3 +251,90 @@ async fn a_bad_policy_stops_startup_a_bad_reload_keeps_the_old_one_and_differenc
     assert_eq!(json["policy_digest"], digest);
     drop(b);
 }
+
+#[tokio::test]
+async fn a_record_a_rule_hides_is_never_answered_not_even_under_a_burst_of_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(dir.path(), "policy.toml", POLICY);
+    let policy = policy.to_str().unwrap();
+    let block = loopback_block();
+    let a_spec = AgentSpec::new(&block, 1, "a")
+        .with_records("")
+        .with_args(&["--policy", policy]);
+    let a = Agent::start(a_spec.clone()).await;
+    let c = Agent::start(
+        AgentSpec::new(&block, 3, "c")
+            .joining(&a_spec)
+            .with_args(&["--policy", policy]),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "c to see a", || async {
+        (c.members().await.len() == 2).then_some(())
+    })
+    .await;
+
+    // Round k publishes `shown-k-N` (owned) and `hidden-k-N` (no owner:
+    // rule `owned` keeps it out of DNS). A thread asks c for round k's
+    // hidden name as fast as c answers, on both of a's agents' zones.
+    const ROUNDS: u32 = 30;
+    let round = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (round, stop) = (round.clone(), stop.clone());
+        let server = format!("{}:{}", c.spec.ip, c.dns_port());
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
+            let (mut asked, mut answered) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let k = round.load(std::sync::atomic::Ordering::Relaxed);
+                for n in 0..3 {
+                    let name = format!("hidden-{k}-{n}.muster.");
+                    if let Some(ip) = resolve_a(&socket, &server, &name) {
+                        answered.push(format!("{name} -> {ip}"));
+                    }
+                    asked += 1;
+                }
+            }
+            (asked, answered)
+        })
+    };
+    for k in 1..=ROUNDS {
+        let mut records = String::new();
+        for n in 0..3 {
+            records += &format!(
+                "[[record]]\nname = \"shown-{k}-{n}\"\naddresses = [\"10.7.{k}.{n}\"]\nlabels = {{ owner = \"ops\" }}\n\
+                 [[record]]\nname = \"hidden-{k}-{n}\"\naddresses = [\"10.8.{k}.{n}\"]\n"
+            );
+        }
+        round.store(k, std::sync::atomic::Ordering::Relaxed);
+        a.write_records(&records);
+        a.signal(libc::SIGHUP);
+        // The round's change has reached c's DNS before the next.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let server = format!("{}:{}", c.spec.ip, c.dns_port());
+        eventually(Duration::from_secs(10), &format!("round {k} on c"), || {
+            let found = resolve_a(&socket, &server, &format!("shown-{k}-2.muster."));
+            async move { found.is_some().then_some(()) }
+        })
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, answered) = poller.join().unwrap();
+    eprintln!("asked c for hidden names {asked} times over {ROUNDS} rounds");
+    assert!(asked > 100, "the poller barely ran: {asked}");
+    assert!(answered.is_empty(), "hidden names answered: {answered:?}");
+    // The hidden records are in the directory all the same, and listed as
+    // violations.
+    assert_eq!(c.lookup(&format!("hidden-{ROUNDS}-0")).await.len(), 1);
+    assert!(
+        violations(&c)
+            .0
+            .contains(&triple("owned", &format!("hidden-{ROUNDS}-0"), "a"))
+    );
+}

@@ -37,12 +37,9 @@ pub use metrics::GrpcMetrics;
 pub fn register_directory_metrics(
     registry: &mut prometheus_client::registry::Registry,
     directory: Arc<ArcSwap<Snapshot>>,
-    violations: Arc<ArcSwap<muster_policy::Violations>>,
+    judged: Arc<ArcSwap<muster_policy::Judged>>,
 ) {
-    registry.register_collector(Box::new(metrics::DirectoryCollector {
-        directory,
-        violations,
-    }));
+    registry.register_collector(Box::new(metrics::DirectoryCollector { directory, judged }));
 }
 
 /// Longest name or selector accepted in a request, in bytes.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use muster_core::Snapshot;
-use muster_policy::Violations;
+use muster_policy::Judged;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -130,7 +130,7 @@ where
 #[derive(Debug)]
 pub(crate) struct DirectoryCollector {
     pub directory: Arc<ArcSwap<Snapshot>>,
-    pub violations: Arc<ArcSwap<Violations>>,
+    pub judged: Arc<ArcSwap<Judged>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -213,7 +213,8 @@ impl Collector for DirectoryCollector {
             "Agents of the cluster as this agent sees them, by liveness",
             members,
         )?;
-        let violations = self.violations.load();
+        let judged = self.judged.load();
+        let violations = &judged.violations;
         let mut by_rule: BTreeMap<RuleLabels, i64> = BTreeMap::new();
         for v in violations.iter() {
             *by_rule

@@ -1,7 +1,7 @@
 //! Replies: from one query, as a raw packet or as hickory's parsed
 //! [`Request`], to the reply muster sends, in hickory's wire format.
 //!
-//! [`Handler`] holds what answering needs (the directory, the
+//! [`Handler`] holds what answering needs (the judged directory, the
 //! [`Resolver`], the upstreams, the metrics) and turns a request into a
 //! [`Reply`] ([`Handler::reply`]): header checks, then the question's
 //! answer from the resolver, with the SOA in negative answers. The rest is
@@ -22,16 +22,19 @@ use hickory_server::proto::serialize::binary::{
 };
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
-use muster_core::Snapshot;
-use muster_policy::Violations;
+use muster_policy::Judged;
 use tracing::warn;
 
 use crate::resolve::{Answer, Resolved, Resolver};
 use crate::{DnsConfig, DnsError, DnsMetrics, MAX_UDP_PAYLOAD};
 
-/// Answers DNS queries from the latest snapshot.
+/// Answers DNS queries from the latest judged snapshot.
 pub struct Handler {
-    directory: Arc<ArcSwap<Snapshot>>,
+    /// The directory as the naming policy last judged it: each answer comes
+    /// from one snapshot and the verdicts on that very snapshot, so a
+    /// record a rule keeps out of DNS is never answered, not even before
+    /// the policy has seen it.
+    directory: Arc<ArcSwap<Judged>>,
     resolver: Resolver,
     /// Upstreams for names outside the zone (see [`crate::forward`]).
     pub(crate) forward_to: Vec<SocketAddr>,
@@ -39,8 +42,10 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// A handler for `config.zone` over `directory`.
-    pub fn new(config: &DnsConfig, directory: Arc<ArcSwap<Snapshot>>) -> Result<Handler, DnsError> {
+    /// A handler for `config.zone` over `directory` (the policy engine's
+    /// [`Judged`] cell; [`Judged::without_policy`] for a directory judged
+    /// by none).
+    pub fn new(config: &DnsConfig, directory: Arc<ArcSwap<Judged>>) -> Result<Handler, DnsError> {
         Ok(Handler {
             directory,
             resolver: Resolver::new(config)?,
@@ -52,13 +57,6 @@ impl Handler {
     /// Counts queries in `metrics`.
     pub fn with_metrics(mut self, metrics: DnsMetrics) -> Handler {
         self.metrics = metrics;
-        self
-    }
-
-    /// Leaves out of every answer the records that `violations` says break
-    /// a rule with `exclude_from_dns`.
-    pub fn with_violations(mut self, violations: Arc<ArcSwap<Violations>>) -> Handler {
-        self.resolver.set_violations(violations);
         self
     }
 
@@ -107,7 +105,7 @@ impl Handler {
 
     /// The reply for an answer; negative answers carry the SOA of its zone
     /// (none for reverse names outside the configured reverse zones).
-    fn finish(&self, mut metadata: Metadata, resolved: Resolved<'_>, snapshot: &Snapshot) -> Reply {
+    fn finish(&self, mut metadata: Metadata, resolved: Resolved<'_>, snapshot: &Judged) -> Reply {
         let Resolved { answer, zone } = resolved;
         metadata.authoritative = true;
         let mut reply = Reply::empty(metadata);
@@ -325,7 +323,7 @@ mod tests {
             r.host = "a".into();
             muster_core::Change::Upsert(r)
         });
-        let snapshot = Snapshot::new().apply(changes);
+        let snapshot = muster_core::Snapshot::new().apply(changes);
         let config = DnsConfig {
             zone: "muster".into(),
             ttl: 5,
@@ -333,7 +331,11 @@ mod tests {
             forward_to: Vec::new(),
             reverse_zones: Vec::new(),
         };
-        Handler::new(&config, Arc::new(ArcSwap::from_pointee(snapshot))).unwrap()
+        Handler::new(
+            &config,
+            Arc::new(ArcSwap::from_pointee(Judged::without_policy(snapshot))),
+        )
+        .unwrap()
     }
 
     fn ask(handler: &Handler, name: &str, rtype: RecordType) -> hickory_server::proto::op::Message {

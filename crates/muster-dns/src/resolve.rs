@@ -14,12 +14,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arc_swap::ArcSwap;
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
-use muster_core::Snapshot;
-use muster_policy::Violations;
+use muster_policy::Judged;
 
 use crate::{DnsConfig, DnsError, HOST_LABEL, PORT_LABEL_PREFIX, SELECT_LABEL, SERVICE_LABEL};
 
@@ -61,8 +59,6 @@ pub(crate) struct Resolver {
     /// Turns of the round robin over service group answers.
     rotation: AtomicUsize,
     reverse_zones: Vec<ReverseZone>,
-    /// The naming policy's verdicts: records it keeps out of DNS.
-    violations: Option<Arc<ArcSwap<Violations>>>,
 }
 
 /// The answer to a question muster serves.
@@ -104,13 +100,7 @@ impl Resolver {
                 .iter()
                 .map(|net| ReverseZone::new(*net))
                 .collect::<Result<_, _>>()?,
-            violations: None,
         })
-    }
-
-    /// Leaves out of every answer the records that `violations` hides.
-    pub(crate) fn set_violations(&mut self, violations: Arc<ArcSwap<Violations>>) {
-        self.violations = Some(violations);
     }
 
     /// The answer to the question for `owner` (as asked; `lower` is the
@@ -119,7 +109,7 @@ impl Resolver {
     /// known address.
     pub(crate) fn answer<'a>(
         &'a self,
-        snapshot: &Snapshot,
+        snapshot: &Judged,
         owner: &Name,
         lower: &LowerName,
         qtype: RecordType,
@@ -152,17 +142,6 @@ impl Resolver {
         })
     }
 
-    /// Whether the naming policy lets `r` be answered.
-    fn shown(&self, r: &muster_core::Record) -> bool {
-        match &self.violations {
-            None => true,
-            Some(v) => {
-                let v = v.load();
-                !v.hides_any() || !v.hides(&r.host, &r.id)
-            }
-        }
-    }
-
     /// The SOA of a zone muster serves (its own or a reverse zone).
     pub(crate) fn soa(&self, apex: &Name, serial: u64) -> Record {
         let soa = SOA::new(
@@ -180,7 +159,7 @@ impl Resolver {
     /// Works out the answer to one in-zone question.
     fn resolve(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Judged,
         owner: &Name,
         labels: &[&str],
         qtype: RecordType,
@@ -198,7 +177,7 @@ impl Resolver {
         let named = |records: Vec<&Arc<muster_core::Record>>| -> Answer {
             let running: Vec<_> = records
                 .into_iter()
-                .filter(|r| r.is_resolvable() && self.shown(r))
+                .filter(|r| r.is_resolvable() && !snapshot.hides(r))
                 .collect();
             if running.is_empty() {
                 return Answer::NxDomain;
@@ -223,7 +202,7 @@ impl Resolver {
                 // Only running members that are not failing their health
                 // check answer for the group, rotated on every query so
                 // that clients taking the first answer spread the load.
-                let serving = members.iter().filter(|r| r.serves() && self.shown(r));
+                let serving = members.iter().filter(|r| r.serves() && !snapshot.hides(r));
                 Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
             [host, label] if *label == HOST_LABEL => {
@@ -257,7 +236,7 @@ impl Resolver {
                 if matching.is_empty() {
                     return Answer::NxDomain;
                 }
-                let serving = matching.iter().filter(|r| r.serves() && self.shown(r));
+                let serving = matching.iter().filter(|r| r.serves() && !snapshot.hides(r));
                 Answer::Records(self.rotated(addresses_of(serving).filter_map(address).collect()))
             }
             // `<name>.<host>`: one host's records when a name repeats.
@@ -275,7 +254,7 @@ impl Resolver {
     /// SOA and NS at the apex of a zone (ANY gets the SOA, RFC 8482).
     fn apex_answer(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Judged,
         apex: &Name,
         owner: &Name,
         qtype: RecordType,
@@ -299,7 +278,7 @@ impl Resolver {
     /// apex, a name with addresses below it (NODATA), or NXDOMAIN.
     fn reverse_zone_answer(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Judged,
         zone: &ReverseZone,
         owner: &Name,
         lower: &LowerName,
@@ -326,7 +305,7 @@ impl Resolver {
     /// the additional section.
     fn srv(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Judged,
         owner: &Name,
         port: &str,
         proto: &str,
@@ -348,7 +327,7 @@ impl Resolver {
         }
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
-        for r in members.iter().filter(|r| r.serves() && self.shown(r)) {
+        for r in members.iter().filter(|r| r.serves() && !snapshot.hides(r)) {
             let number = match port.parse::<u16>() {
                 Ok(n) => Some(n),
                 Err(_) => r
@@ -433,14 +412,14 @@ impl Resolver {
     /// may repeat on other hosts), an agent's address names the agent.
     /// `None` when the address is not in the directory: muster is not
     /// authoritative for the rest of the reverse tree.
-    fn reverse(&self, snapshot: &Snapshot, owner: &Name, qtype: RecordType) -> Option<Answer> {
+    fn reverse(&self, snapshot: &Judged, owner: &Name, qtype: RecordType) -> Option<Answer> {
         let net = owner.parse_arpa_name().ok()?;
         if net.prefix_len() != net.max_prefix_len() {
             return None;
         }
         let ip = net.addr();
         let mut targets: Vec<Name> = Vec::new();
-        for r in snapshot.by_ip(ip).iter().filter(|r| self.shown(r)) {
+        for r in snapshot.by_ip(ip).iter().filter(|r| !snapshot.hides(r)) {
             let local = r.addresses.iter().any(|a| a.ip == ip && a.local);
             let relative = if local {
                 format!("{}.{}", r.name, r.host)

@@ -3,9 +3,12 @@
 //! duplicate names across hosts.
 //!
 //! [`PolicyEngine::start`] runs the tracker as a task that follows the
-//! directory's revisions. Readers (gRPC, DNS, metrics) load the current
-//! [`Violations`] without locking; a violation starting or ending is
-//! logged once and broadcast to streaming readers.
+//! directory's revisions. It publishes each snapshot it judged together
+//! with its verdicts on exactly that snapshot ([`Judged`], one swap), so a
+//! reader that leaves out what the policy hides (DNS) never answers a
+//! record before it has been judged. Readers load it without locking; a
+//! violation starting or ending is logged once and broadcast to streaming
+//! readers.
 
 #![warn(missing_docs)]
 
@@ -28,10 +31,46 @@ pub use tracker::{Event, Tracker, Violation, Violations};
 /// is told to start over.
 const EVENT_BUFFER: usize = 4096;
 
+/// A directory snapshot and the policy's verdicts on that very snapshot,
+/// stored and loaded as one value.
+#[derive(Debug, Clone, Default)]
+pub struct Judged {
+    /// The snapshot judged.
+    pub snapshot: Arc<Snapshot>,
+    /// The verdicts on it (`violations.revision == snapshot.revision()`).
+    pub violations: Arc<Violations>,
+}
+
+/// A judged snapshot reads as the snapshot it is.
+impl std::ops::Deref for Judged {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+impl Judged {
+    /// Whether the policy keeps `r` out of DNS.
+    pub fn hides(&self, r: &muster_core::Record) -> bool {
+        self.violations.hides_any() && self.violations.hides(&r.host, &r.id)
+    }
+
+    /// `snapshot` under no policy: nothing hidden, nothing broken.
+    pub fn without_policy(snapshot: Snapshot) -> Judged {
+        let mut violations = Violations::default();
+        violations.revision = snapshot.revision();
+        Judged {
+            violations: Arc::new(violations),
+            snapshot: Arc::new(snapshot),
+        }
+    }
+}
+
 /// A running policy engine: the current violations and their changes.
 #[derive(Clone)]
 pub struct PolicyEngine {
-    violations: Arc<ArcSwap<Violations>>,
+    judged: Arc<ArcSwap<Judged>>,
     events: broadcast::Sender<Event>,
     policies: mpsc::Sender<Policy>,
 }
@@ -44,13 +83,14 @@ impl PolicyEngine {
         directory: Arc<ArcSwap<Snapshot>>,
         mut revisions: watch::Receiver<u64>,
     ) -> (PolicyEngine, impl Future<Output = ()> + Send + use<>) {
-        let violations = Arc::new(ArcSwap::from_pointee(
-            Tracker::new(policy.clone()).violations().clone(),
-        ));
+        let judged = Arc::new(ArcSwap::from_pointee(Judged {
+            snapshot: Arc::new(Snapshot::new()),
+            violations: Arc::new(Tracker::new(policy.clone()).violations().clone()),
+        }));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (policies, mut new_policies) = mpsc::channel::<Policy>(4);
         let engine = PolicyEngine {
-            violations: violations.clone(),
+            judged: judged.clone(),
             events: events.clone(),
             policies,
         };
@@ -60,7 +100,7 @@ impl PolicyEngine {
             loop {
                 let snapshot = directory.load_full();
                 let changes = tracker.update(&snapshot, SystemTime::now());
-                publish(&tracker, &violations, &events, changes);
+                publish(&tracker, snapshot, &judged, &events, changes);
                 warn_on_mismatch(&tracker, &mut mismatched);
                 tokio::select! {
                     changed = revisions.changed() => if changed.is_err() { return },
@@ -69,7 +109,7 @@ impl PolicyEngine {
                             info!(digest = policy.digest(), rules = policy.rules().len(), "naming policy loaded");
                             let snapshot = directory.load_full();
                             let changes = tracker.set_policy(policy, &snapshot, SystemTime::now());
-                            publish(&tracker, &violations, &events, changes);
+                            publish(&tracker, snapshot, &judged, &events, changes);
                         }
                         None => return,
                     },
@@ -81,12 +121,13 @@ impl PolicyEngine {
 
     /// The violations now.
     pub fn violations(&self) -> Arc<Violations> {
-        self.violations.load_full()
+        self.judged.load().violations.clone()
     }
 
-    /// The shared cell readers load the violations from.
-    pub fn shared(&self) -> Arc<ArcSwap<Violations>> {
-        self.violations.clone()
+    /// The shared cell readers load the last judged snapshot and its
+    /// verdicts from.
+    pub fn judged(&self) -> Arc<ArcSwap<Judged>> {
+        self.judged.clone()
     }
 
     /// Violations starting and ending from now on. A receiver that lags by
@@ -102,10 +143,12 @@ impl PolicyEngine {
     }
 }
 
-/// Logs each event once, stores the new set, and broadcasts the events.
+/// Logs each event once, stores the new set with the snapshot it judged,
+/// and broadcasts the events.
 fn publish(
     tracker: &Tracker,
-    violations: &ArcSwap<Violations>,
+    snapshot: Arc<Snapshot>,
+    judged: &ArcSwap<Judged>,
     events: &broadcast::Sender<Event>,
     changes: Vec<Event>,
 ) {
@@ -121,7 +164,10 @@ fn publish(
             ),
         }
     }
-    violations.store(Arc::new(tracker.violations().clone()));
+    judged.store(Arc::new(Judged {
+        snapshot,
+        violations: Arc::new(tracker.violations().clone()),
+    }));
     for event in changes {
         let _ = events.send(event);
     }

@@ -103,7 +103,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     dns_metrics.register(&mut metrics);
     docker_metrics.register(&mut metrics);
     grpc_metrics.register(&mut metrics);
-    register_directory_metrics(&mut metrics, directory.clone(), policy_engine.shared());
+    register_directory_metrics(&mut metrics, directory.clone(), policy_engine.judged());
     let metrics = Arc::new(metrics);
 
     let dns = DnsServer::bind(
@@ -116,9 +116,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 forward_to: config.dns_forward.clone(),
                 reverse_zones: config.reverse_zones.clone(),
             },
-            directory.clone(),
+            policy_engine.judged(),
         )?
-        .with_violations(policy_engine.shared())
         .with_metrics(dns_metrics),
     )
     .await?;
@@ -151,7 +150,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         HttpState {
             node_name: config.node_name.clone(),
             directory: directory.clone(),
-            violations: policy_engine.shared(),
+            judged: policy_engine.judged(),
             metrics,
         },
         stopped(stop_rx.clone()),

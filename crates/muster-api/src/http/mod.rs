@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use muster_core::{Liveness, Snapshot};
-use muster_policy::Violations;
+use muster_policy::Judged;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -30,8 +30,9 @@ pub struct HttpState {
     pub node_name: String,
     /// The directory.
     pub directory: Arc<ArcSwap<Snapshot>>,
-    /// The naming policy's verdicts.
-    pub violations: Arc<ArcSwap<Violations>>,
+    /// The directory as the naming policy last judged it, with its
+    /// verdicts (the status page shows both from one revision).
+    pub judged: Arc<ArcSwap<Judged>>,
     /// Every metric, encoded by `/metrics`.
     pub metrics: Arc<Registry>,
 }

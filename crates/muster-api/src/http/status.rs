@@ -57,11 +57,10 @@ pub(super) async fn page(
     State(state): State<HttpState>,
     Query(query): Query<StatusQuery>,
 ) -> Response {
-    let snapshot = state.directory.load_full();
-    let violations = state.violations.load_full();
+    let judged = state.judged.load_full();
     let (status, markup) = render(
-        &snapshot,
-        &violations,
+        &judged.snapshot,
+        &judged.violations,
         &query,
         Some(&state.node_name),
         SystemTime::now(),

@@ -22,6 +22,7 @@ use muster_core::{
     Address, Change, Health, Liveness, Member, Port, Protocol, Record, Snapshot, Source, State,
 };
 use muster_dns::{DnsConfig, Handler, MAX_UDP_PAYLOAD};
+use muster_policy::Judged;
 
 /// Length of a DNS header: anything shorter is dropped without a reply.
 const HEADER_BYTES: usize = 12;
@@ -40,7 +41,8 @@ static HANDLER: LazyLock<Handler> = LazyLock::new(|| {
             .map(|net| net.parse().expect("a valid network"))
             .collect(),
     };
-    Handler::new(&config, Arc::new(ArcSwap::from_pointee(directory())))
+    let judged = Judged::without_policy(directory());
+    Handler::new(&config, Arc::new(ArcSwap::from_pointee(judged)))
         .expect("the zones and node name are valid")
 });
 
