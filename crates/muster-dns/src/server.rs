@@ -1,15 +1,15 @@
 //! The running server: binds the UDP and TCP sockets on one address, starts
 //! the UDP thread ([`crate::udp`]) and hickory's TCP server with
-//! [`crate::tcp`]'s handler, and stops both. Answering is left to those
-//! front ends.
+//! [`crate::tcp`]'s handler, and stops both when the agent's shutdown token
+//! is cancelled. Answering is left to those front ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hickory_server::Server;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::reply::Handler;
@@ -19,18 +19,23 @@ use crate::{DnsError, udp};
 /// An idle TCP connection is closed after this long.
 const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running DNS server; dropping it does not stop it, [`DnsServer::shutdown`] does.
+/// A running DNS server; dropping it does not stop it, cancelling its
+/// shutdown token does ([`DnsServer::stopped`] waits for that).
 pub struct DnsServer {
     server: Server<Tcp>,
     udp: std::thread::JoinHandle<()>,
-    stop_udp: Arc<AtomicBool>,
+    shutdown: CancellationToken,
     addr: SocketAddr,
 }
 
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a free port, the same for
-    /// both) and starts answering.
-    pub async fn bind(addr: SocketAddr, handler: Handler) -> Result<DnsServer, DnsError> {
+    /// both) and answers until `shutdown` is cancelled.
+    pub async fn bind(
+        addr: SocketAddr,
+        handler: Handler,
+        shutdown: CancellationToken,
+    ) -> Result<DnsServer, DnsError> {
         let udp = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
             addr,
             proto: "udp",
@@ -49,10 +54,9 @@ impl DnsServer {
                 source,
             })?;
         let handler = Arc::new(handler);
-        let stop_udp = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Handle::current();
         let udp =
-            udp::spawn(udp, handler.clone(), runtime, stop_udp.clone()).map_err(|source| {
+            udp::spawn(udp, handler.clone(), runtime, shutdown.clone()).map_err(|source| {
                 DnsError::Bind {
                     addr,
                     proto: "udp",
@@ -64,7 +68,7 @@ impl DnsServer {
         Ok(DnsServer {
             server,
             udp,
-            stop_udp,
+            shutdown,
             addr,
         })
     }
@@ -74,9 +78,10 @@ impl DnsServer {
         self.addr
     }
 
-    /// Stops accepting queries and waits for TCP queries in flight.
-    pub async fn shutdown(mut self) {
-        self.stop_udp.store(true, Ordering::Relaxed);
+    /// Once the shutdown token is cancelled: stops accepting queries and
+    /// waits for TCP queries in flight.
+    pub async fn stopped(mut self) {
+        self.shutdown.cancelled().await;
         let udp = self.udp;
         let _ = tokio::task::spawn_blocking(move || udp.join()).await;
         if let Err(e) = self.server.shutdown_gracefully().await {

@@ -17,11 +17,11 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hickory_server::server::Request;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::reply::{Handler, Outcome, answer, edns_for, encode_udp};
@@ -32,36 +32,36 @@ const BATCH: usize = 64;
 /// Receive buffer per packet: larger queries are cut by the kernel and then
 /// fail to parse (FORMERR), as with any other malformed query.
 const MAX_QUERY: usize = 4096;
-/// How often the receiving thread looks at the stop flag when idle.
+/// How often the receiving thread looks at the shutdown token when idle.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
 /// Starts answering queries on `socket` on a thread of its own, until
-/// `stop` is set. Forwarded queries run on `runtime`.
+/// `shutdown` is cancelled. Forwarded queries run on `runtime`.
 pub(crate) fn spawn(
     socket: UdpSocket,
     handler: Arc<Handler>,
     runtime: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
+    shutdown: CancellationToken,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(IDLE_CHECK))?;
     let socket = Arc::new(socket);
     std::thread::Builder::new()
         .name("muster-dns-udp".into())
-        .spawn(move || serve(&socket, &handler, &runtime, &stop))
+        .spawn(move || serve(&socket, &handler, &runtime, &shutdown))
 }
 
 fn serve(
     socket: &Arc<UdpSocket>,
     handler: &Arc<Handler>,
     runtime: &tokio::runtime::Handle,
-    stop: &AtomicBool,
+    shutdown: &CancellationToken,
 ) {
     let mut inbox = Inbox::new();
     let mut outbox: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
     let mut replies: Vec<(Vec<u8>, SockaddrStorage)> = Vec::with_capacity(BATCH);
     let mut spare: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
-    while !stop.load(Ordering::Relaxed) {
+    while !shutdown.is_cancelled() {
         let received = match inbox.receive(socket) {
             Ok(n) => n,
             Err(e)

@@ -36,6 +36,7 @@ use muster_core::{LastHeard, Snapshot, Source};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, READY_KEY, RECORD_PREFIX};
 pub use metrics::GossipMetrics;
@@ -93,16 +94,21 @@ pub struct Gossip {
     directory: Arc<ArcSwap<Snapshot>>,
     publisher: Publisher,
     sync_task: JoinHandle<()>,
-    stop: watch::Sender<bool>,
+    /// A child of the agent's shutdown token: cancelled with it, or alone
+    /// by [`Gossip::shutdown`].
+    stop: CancellationToken,
     revisions: watch::Receiver<u64>,
     heard: LastHeard,
     _listeners: [ListenerHandle; 2],
 }
 
 impl Gossip {
-    /// Binds the gossip socket, joins the seeds and starts following the
-    /// cluster.
-    pub async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
+    /// Binds the gossip socket, joins the seeds and follows the cluster
+    /// until `shutdown` is cancelled.
+    pub async fn start(
+        config: GossipConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Gossip, GossipError> {
         let chitchat_id = ChitchatId::new(
             config.node_name.clone(),
             config.generation,
@@ -150,7 +156,7 @@ impl Gossip {
             })
         };
         let directory = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
-        let (stop, stopped) = watch::channel(false);
+        let stop = shutdown.child_token();
         let (revisions_tx, revisions) = watch::channel(0);
         let heard = LastHeard::default();
         let sync_task = tokio::spawn(sync::run(
@@ -165,7 +171,7 @@ impl Gossip {
             },
             revisions_tx,
             heard.clone(),
-            stopped,
+            stop.clone(),
         ));
         let publisher = Publisher::new(chitchat, wake, config.sources.clone()).await;
         Ok(Gossip {
@@ -218,12 +224,20 @@ impl Gossip {
         }
     }
 
-    /// Stops gossip and the sync task.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+    /// Once the shutdown token is cancelled: stops the sync task, then
+    /// chitchat.
+    pub async fn stopped(self) {
+        self.stop.cancelled().await;
         let _ = self.sync_task.await;
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!(error = %e, "chitchat did not shut down cleanly");
         }
+    }
+
+    /// Stops this member alone (cancels its own token) and waits until it
+    /// has stopped.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.stopped().await;
     }
 }

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use muster_core::{Change, LastHeard, Liveness, Member, Snapshot};
 use tokio::sync::{Mutex, Notify, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::codec::{META_PREFIX, READY_KEY, RECORD_PREFIX, decode};
@@ -117,7 +118,7 @@ pub(crate) async fn run(
     settings: Settings,
     revisions: watch::Sender<u64>,
     heard: LastHeard,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut incarnations: Incarnations = HashMap::new();
@@ -127,7 +128,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = wake.notified() => {}
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
         let (copied, members) = {
             let chitchat = chitchat.lock().await;

@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use muster_core::Snapshot;
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use rules::{DUPLICATE_RULE, Duplicates, Finding, Policy, PolicyError, Rule, Severity};
@@ -77,11 +78,13 @@ pub struct PolicyEngine {
 
 impl PolicyEngine {
     /// An engine judging `directory` by `policy`, and the task that keeps
-    /// it up to date as `revisions` move (spawn it).
+    /// it up to date as `revisions` move, until `shutdown` is cancelled
+    /// (spawn it).
     pub fn start(
         policy: Policy,
         directory: Arc<ArcSwap<Snapshot>>,
         mut revisions: watch::Receiver<u64>,
+        shutdown: CancellationToken,
     ) -> (PolicyEngine, impl Future<Output = ()> + Send + use<>) {
         let judged = Arc::new(ArcSwap::from_pointee(Judged {
             snapshot: Arc::new(Snapshot::new()),
@@ -103,6 +106,7 @@ impl PolicyEngine {
                 publish(&tracker, snapshot, &judged, &events, changes);
                 warn_on_mismatch(&tracker, &mut mismatched);
                 tokio::select! {
+                    () = shutdown.cancelled() => return,
                     changed = revisions.changed() => if changed.is_err() { return },
                     policy = new_policies.recv() => match policy {
                         Some(policy) => {

@@ -50,6 +50,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use muster_core::{Record, Registrar, Registration, RegistrationError, Source};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{Ack, SourceUpdate};
@@ -98,11 +99,13 @@ enum Command {
 
 impl Registry {
     /// A registry publishing records of host `node_name` on `updates`, and
-    /// the task that owns them; spawn it. The task ends once every handle
-    /// is dropped and the last registration has lapsed.
+    /// the task that owns them; spawn it. The task ends when `shutdown` is
+    /// cancelled, or once every handle is dropped and the last
+    /// registration has lapsed.
     pub fn new(
         node_name: impl Into<String>,
         updates: mpsc::Sender<SourceUpdate>,
+        shutdown: CancellationToken,
     ) -> (Registry, impl Future<Output = ()> + Send) {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let registry = Registry {
@@ -114,7 +117,7 @@ impl Registry {
             entries: HashMap::new(),
             deadlines: BTreeSet::new(),
         }
-        .run(receiver);
+        .run(receiver, shutdown);
         (registry, task)
     }
 
@@ -244,7 +247,7 @@ struct Entry {
 }
 
 impl Registrations {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut handles_left = true;
         loop {
             self.expire_due().await;
@@ -253,6 +256,7 @@ impl Registrations {
                 return;
             }
             tokio::select! {
+                () = shutdown.cancelled() => return,
                 command = commands.recv(), if handles_left => match command {
                     Some(command) => self.handle(command).await,
                     None => handles_left = false,
@@ -404,7 +408,7 @@ mod tests {
     ) {
         let (tx, mut rx) = mpsc::channel::<SourceUpdate>(16);
         let (out, judged) = mpsc::unbounded_channel();
-        let (registry, task) = Registry::new("a", tx);
+        let (registry, task) = Registry::new("a", tx, CancellationToken::new());
         tokio::spawn(async move {
             while let Some(mut update) = rx.recv().await {
                 if let SourceUpdate::Upsert { record, ack, .. } = &mut update
@@ -680,7 +684,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stopped_registry_says_so() {
         let (tx, _updates) = mpsc::channel(16);
-        let (registry, task) = Registry::new("a", tx);
+        let (registry, task) = Registry::new("a", tx, CancellationToken::new());
         drop(task);
         assert_eq!(
             registry.register(record("mon-1", "10.0.0.9"), TTL).await,

@@ -23,6 +23,7 @@ use muster_core::{Address, Health, Port, Record, Source, UnknownState};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::SourceUpdate;
@@ -216,11 +217,12 @@ impl StaticFileSource {
 
     /// Runs until the receiver of `updates` is dropped: waits for a reload
     /// request, re-reads the file, and reports the new set if it loads.
-    pub async fn run(self, updates: mpsc::Sender<SourceUpdate>) {
+    pub async fn run(self, updates: mpsc::Sender<SourceUpdate>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.reload.notified() => {}
                 _ = updates.closed() => return,
+                () = shutdown.cancelled() => return,
             }
             match load(&self.path) {
                 Ok(records) => {

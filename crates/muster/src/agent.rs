@@ -1,5 +1,9 @@
 //! `muster agent`: wires sources, gossip, DNS, gRPC and HTTP together and
 //! runs them until SIGINT or SIGTERM.
+//!
+//! Shutdown is one signal: every server and task gets the same
+//! [`CancellationToken`], and the agent cancels it once, then waits for all
+//! of them together for at most [`DRAIN`], naming any that did not stop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,13 +21,16 @@ use muster_sources::docker::{DockerMetrics, DockerSource, DockerStatus};
 use muster_sources::registry::Registry;
 use muster_sources::static_file::{self, StaticFileSource};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, mpsc, watch};
-use tracing::{error, info, warn};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
 use crate::config::AgentConfig;
 
-/// How long each part gets to stop on SIGTERM or SIGINT.
-const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long the agent's tasks get, together, to stop on SIGTERM or SIGINT:
+/// a stuck peer or client must not keep the process from exiting.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long chitchat keeps a dead node's state and deleted keys before
 /// forgetting them. Long enough for a partitioned node to catch up on
@@ -53,33 +60,38 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ("dns_addr".to_owned(), config.dns_addr.to_string()),
         ("http_addr".to_owned(), config.http_addr.to_string()),
     ]);
+    let shutdown = CancellationToken::new();
+    let mut tasks = Tasks::default();
     let gossip_metrics = GossipMetrics::default();
-    let gossip = Gossip::start(GossipConfig {
-        node_name: config.node_name.clone(),
-        generation,
-        cluster_id: config.cluster_id.clone(),
-        listen_addr: config.gossip_addr,
-        advertise_addr: config.advertise_addr,
-        seeds: config.join.clone(),
-        gossip_interval: config.gossip_interval,
-        phi_threshold: config.phi_threshold,
-        dead_grace: config.dead_grace,
-        forget_after: FORGET_AFTER,
-        meta,
-        // Registrations do not outlive the agent (their owners register
-        // again), so readiness waits only for the file and the engine.
-        sources: [
-            config
-                .static_file
-                .as_ref()
-                .map(|_| muster_core::Source::Static),
-            config.docker.as_ref().map(|_| muster_core::Source::Docker),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<BTreeSet<_>>(),
-        metrics: gossip_metrics.clone(),
-    })
+    let gossip = Gossip::start(
+        GossipConfig {
+            node_name: config.node_name.clone(),
+            generation,
+            cluster_id: config.cluster_id.clone(),
+            listen_addr: config.gossip_addr,
+            advertise_addr: config.advertise_addr,
+            seeds: config.join.clone(),
+            gossip_interval: config.gossip_interval,
+            phi_threshold: config.phi_threshold,
+            dead_grace: config.dead_grace,
+            forget_after: FORGET_AFTER,
+            meta,
+            // Registrations do not outlive the agent (their owners register
+            // again), so readiness waits only for the file and the engine.
+            sources: [
+                config
+                    .static_file
+                    .as_ref()
+                    .map(|_| muster_core::Source::Static),
+                config.docker.as_ref().map(|_| muster_core::Source::Docker),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<BTreeSet<_>>(),
+            metrics: gossip_metrics.clone(),
+        },
+        &shutdown,
+    )
     .await?;
     let directory = gossip.directory();
     gossip.publisher().set_meta("policy", policy.digest()).await;
@@ -88,9 +100,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         rules = policy.rules().len(),
         "naming policy loaded"
     );
-    let (policy_engine, policy_task) =
-        PolicyEngine::start(policy, directory.clone(), gossip.revisions());
-    let policy_task = tokio::spawn(policy_task);
+    let (policy_engine, policy_task) = PolicyEngine::start(
+        policy,
+        directory.clone(),
+        gossip.revisions(),
+        shutdown.clone(),
+    );
+    tasks.spawn("naming policy", policy_task);
 
     // Every metric, for /metrics.
     let (dns_metrics, docker_metrics, grpc_metrics) = (
@@ -119,32 +135,37 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             policy_engine.judged(),
         )?
         .with_metrics(dns_metrics),
+        shutdown.clone(),
     )
     .await?;
+    let dns_addr = dns.local_addr();
+    tasks.spawn("DNS server", dns.stopped());
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    // Sources end when the token is cancelled and drop their senders; the
+    // forwarder then publishes what is left and ends.
     let (updates_tx, updates_rx) = mpsc::channel::<SourceUpdate>(64);
-    let forwarder = tokio::spawn(forward(updates_rx, gossip.publisher()));
-    // Source tasks hold senders of `updates`: they are aborted on shutdown
-    // so that the forwarder sees the channel close.
-    let mut sources = tokio::task::JoinSet::new();
-    let (registry, registrations) = Registry::new(config.node_name.clone(), updates_tx.clone());
-    sources.spawn(registrations);
+    tasks.spawn("source forwarding", forward(updates_rx, gossip.publisher()));
+    let (registry, registrations) = Registry::new(
+        config.node_name.clone(),
+        updates_tx.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn("registry", registrations);
     let grpc = GrpcServer::bind(config.grpc_addr).await?;
     let grpc_addr = grpc.local_addr();
-    let grpc_task = tokio::spawn(
-        grpc.serve(
-            DirectoryService::new(directory.clone(), gossip.revisions(), generation)
-                .with_last_heard(gossip.last_heard())
-                .with_registrar(Arc::new(registry))
-                .with_policy(policy_engine.clone()),
-            grpc_metrics,
-            stopped(stop_rx.clone()),
-        ),
+    let grpc_serving = grpc.serve(
+        DirectoryService::new(directory.clone(), gossip.revisions(), generation)
+            .with_last_heard(gossip.last_heard())
+            .with_registrar(Arc::new(registry))
+            .with_policy(policy_engine.clone()),
+        grpc_metrics,
+        shutdown.clone().cancelled_owned(),
     );
+    tasks.spawn("gRPC server", async {
+        if let Err(e) = grpc_serving.await {
+            warn!(error = %e, "gRPC server stopped with an error");
+        }
+    });
     let (http_addr, http) = serve_http(
         config.http_addr,
         HttpState {
@@ -153,10 +174,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             judged: policy_engine.judged(),
             metrics,
         },
-        stopped(stop_rx.clone()),
+        shutdown.clone().cancelled_owned(),
     )
     .await?;
-    let http_task = tokio::spawn(http);
+    tasks.spawn("HTTP server", async {
+        if let Err(e) = http.await {
+            warn!(error = %e, "HTTP server stopped with an error");
+        }
+    });
 
     let reload = Arc::new(Notify::new());
     if let (Some(path), Some(records)) = (&config.static_file, initial_static) {
@@ -168,16 +193,24 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             })
             .await
             .context("publishing static records")?;
-        sources.spawn(StaticFileSource::new(path.clone(), reload.clone()).run(updates_tx.clone()));
+        tasks.spawn(
+            "static file source",
+            StaticFileSource::new(path.clone(), reload.clone())
+                .run(updates_tx.clone(), shutdown.clone()),
+        );
     }
     let publisher = gossip.publisher();
     match config.docker.clone() {
         Some(docker) => {
             let (source, mut status) = DockerSource::new(docker);
             let source = source.with_metrics(docker_metrics);
-            sources.spawn(source.run(updates_tx.clone()));
+            tasks.spawn(
+                "Docker source",
+                source.run(updates_tx.clone(), shutdown.clone()),
+            );
             // Members show each agent's Docker connection.
-            sources.spawn(async move {
+            let shutdown = shutdown.clone();
+            tasks.spawn("Docker status", async move {
                 loop {
                     let now = status.borrow_and_update().clone();
                     publisher.set_meta("docker", &now.to_string()).await;
@@ -191,19 +224,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                         _ => "",
                     };
                     publisher.set_meta("docker_error", error).await;
-                    if status.changed().await.is_err() {
-                        return;
+                    tokio::select! {
+                        changed = status.changed() => if changed.is_err() { return },
+                        () = shutdown.cancelled() => return,
                     }
                 }
             });
         }
         None => publisher.set_meta("docker", "disabled").await,
     }
+    drop(updates_tx);
 
     info!(
         node = %config.node_name,
         gossip = %gossip.advertise_addr(),
-        dns = %dns.local_addr(),
+        dns = %dns_addr,
         grpc = %grpc_addr,
         http = %http_addr,
         zone = %config.zone,
@@ -242,40 +277,50 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
     };
     info!("shutting down");
-    let _ = stop_tx.send(true);
-    sources.shutdown().await;
-    drop(updates_tx);
-    // Every step is bounded: a stuck peer or client must not keep the
-    // process from exiting.
-    within("source forwarding", async {
-        let _ = forwarder.await;
-    })
-    .await;
-    within("DNS server", dns.shutdown()).await;
-    within("gRPC server", async {
-        match grpc_task.await {
-            Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
-            Err(e) => warn!(error = %e, "gRPC server task failed"),
-            Ok(Ok(())) => {}
-        }
-    })
-    .await;
-    within("HTTP server", async {
-        if let Ok(Err(e)) = http_task.await {
-            warn!(error = %e, "HTTP server stopped with an error");
-        }
-    })
-    .await;
-    policy_task.abort();
-    within("gossip", gossip.shutdown()).await;
+    shutdown.cancel();
+    tasks.spawn("gossip", gossip.stopped());
+    tasks.drain(DRAIN).await;
     info!("stopped");
     outcome
 }
 
-/// Waits for one shutdown step for at most [`SHUTDOWN_STEP`].
-async fn within(what: &str, step: impl Future<Output = ()>) {
-    if tokio::time::timeout(SHUTDOWN_STEP, step).await.is_err() {
-        warn!("{what} did not stop within {SHUTDOWN_STEP:?}; exiting anyway");
+/// The agent's tasks, by name, so that a drain that runs out of time says
+/// which of them did not stop.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<&'static str>,
+    running: std::collections::BTreeSet<&'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.running.insert(what);
+        self.set.spawn(async move {
+            task.await;
+            what
+        });
+    }
+
+    /// Waits until every task has ended, for at most `limit`.
+    async fn drain(mut self, limit: std::time::Duration) {
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.set.join_next() => match next {
+                    None => return,
+                    Some(Ok(what)) => {
+                        self.running.remove(what);
+                        debug!(task = what, "stopped");
+                    }
+                    Some(Err(e)) => warn!(error = %e, "a task failed while stopping"),
+                },
+                () = &mut deadline => {
+                    warn!(still_running = ?self.running, "tasks did not stop within {limit:?}; exiting anyway");
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::SourceUpdate;
@@ -232,10 +233,10 @@ impl DockerSource {
         self
     }
 
-    /// Runs until the receiver of `updates` is dropped: connects, reports
-    /// the containers, follows events, and reconnects whenever the engine
-    /// goes away.
-    pub async fn run(self, updates: mpsc::Sender<SourceUpdate>) {
+    /// Runs until `shutdown` is cancelled (or the receiver of `updates` is
+    /// dropped): connects, reports the containers, follows events, and
+    /// reconnects whenever the engine goes away.
+    pub async fn run(self, updates: mpsc::Sender<SourceUpdate>, shutdown: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let mut session = Session {
@@ -250,6 +251,7 @@ impl DockerSource {
             let outcome = tokio::select! {
                 outcome = session.run() => outcome,
                 _ = updates.closed() => return,
+                () = shutdown.cancelled() => return,
             };
             let error = match outcome {
                 Err(SessionError::Closed) => return,
@@ -271,6 +273,7 @@ impl DockerSource {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = updates.closed() => return,
+                () = shutdown.cancelled() => return,
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
