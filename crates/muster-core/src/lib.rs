@@ -10,6 +10,7 @@
 
 mod heard;
 mod index;
+mod lines;
 mod name;
 mod record;
 mod registration;
@@ -19,6 +20,7 @@ pub use heard::LastHeard;
 pub use index::{
     Change, HistoryGone, JOURNAL_LEN, Liveness, Member, RecordEvent, RecordKey, Snapshot,
 };
+pub use lines::LineIndex;
 pub use name::{NameError, dns_label_from, validate_dns_label, validate_dns_name};
 pub use record::{
     Address, Health, MAX_ADDRESSES, MAX_ALIASES, MAX_LABEL_BYTES, MAX_LABELS, MAX_PORTS, Port,

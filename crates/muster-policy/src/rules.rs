@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use muster_core::{Record, Selector};
+use muster_core::{LineIndex, Record, Selector};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -157,11 +157,6 @@ pub struct Policy {
     digest: String,
 }
 
-/// Maps byte offsets to 1-based line numbers.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 impl Policy {
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
@@ -174,9 +169,10 @@ impl Policy {
 
     /// Parses the text of a policy file; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let lines = LineIndex::new(text);
         let file: File = toml::from_str(text).map_err(|e| PolicyError::Syntax {
             path: path.to_owned(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            line: e.span().map_or(1, |s| lines.line_of(s.start)),
             message: e.message().trim().to_owned(),
         })?;
         // The digest is of the parsed policy, not of the text: comments and
@@ -189,7 +185,7 @@ impl Policy {
             .collect();
         let mut rules: Vec<Rule> = Vec::with_capacity(file.rule.len());
         for spanned in file.rule {
-            let line = line_of(text, spanned.span().start);
+            let line = lines.line_of(spanned.span().start);
             let raw = spanned.into_inner();
             let bad = |reason: String| PolicyError::Rule {
                 path: path.to_owned(),

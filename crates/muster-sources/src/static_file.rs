@@ -19,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use muster_core::{Address, Health, Port, Record, Source, UnknownState};
+use muster_core::{Address, Health, LineIndex, Port, Record, Source, UnknownState};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
@@ -92,20 +92,6 @@ struct RawRecord {
     health: Option<String>,
 }
 
-/// Maps byte offsets to 1-based line numbers in O(log lines) each: a file
-/// of 50,000 records must not cost a scan from the start per record.
-struct Lines(Vec<usize>);
-
-impl Lines {
-    fn new(text: &str) -> Lines {
-        Lines(text.match_indices('\n').map(|(i, _)| i).collect())
-    }
-
-    fn of(&self, offset: usize) -> usize {
-        self.0.partition_point(|&newline| newline < offset) + 1
-    }
-}
-
 /// Reads and checks a static records file.
 pub fn load(path: &Path) -> Result<Vec<Record>, StaticFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| StaticFileError::Read {
@@ -117,16 +103,16 @@ pub fn load(path: &Path) -> Result<Vec<Record>, StaticFileError> {
 
 /// Parses the text of a static records file; `path` names it in errors.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<Record>, StaticFileError> {
-    let lines = Lines::new(text);
+    let lines = LineIndex::new(text);
     let file: File = toml::from_str(text).map_err(|e| StaticFileError::Syntax {
         path: path.to_owned(),
-        line: e.span().map_or(1, |s| lines.of(s.start)),
+        line: e.span().map_or(1, |s| lines.line_of(s.start)),
         message: e.message().trim().to_owned(),
     })?;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut records = Vec::with_capacity(file.record.len());
     for spanned in file.record {
-        let line = lines.of(spanned.span().start);
+        let line = lines.line_of(spanned.span().start);
         let raw = spanned.into_inner();
         let invalid = |reason: String| StaticFileError::Invalid {
             path: path.to_owned(),

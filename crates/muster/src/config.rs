@@ -201,7 +201,7 @@ fn read_file(path: &Path) -> anyhow::Result<AgentArgs> {
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map_or(1, |s| text[..s.start].matches('\n').count() + 1);
+            .map_or(1, |s| muster_core::LineIndex::new(&text).line_of(s.start));
         anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
     })
 }
