@@ -14,6 +14,13 @@ use muster_core::{Address, PublishError, Record, Snapshot, Source};
 use muster_gossip::{Gossip, GossipConfig, RECORD_PREFIX};
 use tokio_util::sync::CancellationToken;
 
+/// A member started with `config`, with a shutdown token of its own.
+async fn member(config: GossipConfig) -> Gossip {
+    Gossip::start(config, &CancellationToken::new())
+        .await
+        .expect("gossip starts")
+}
+
 fn free_udp_addr() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -96,12 +103,8 @@ async fn eventually(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_changes_and_withdrawals_reach_the_other_member() {
     let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
-    let a = Gossip::start(config("a", a_addr, &[]), &CancellationToken::new())
-        .await
-        .unwrap();
-    let b = Gossip::start(config("b", b_addr, &[a_addr]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let a = member(config("a", a_addr, &[])).await;
+    let b = member(config("b", b_addr, &[a_addr])).await;
     let on_b = b.directory();
 
     let report = a
@@ -148,12 +151,8 @@ async fn published_changes_and_withdrawals_reach_the_other_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_members_records_leave_after_the_grace() {
     let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
-    let a = Gossip::start(config("a", a_addr, &[]), &CancellationToken::new())
-        .await
-        .unwrap();
-    let b = Gossip::start(config("b", b_addr, &[a_addr]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let a = member(config("a", a_addr, &[])).await;
+    let b = member(config("b", b_addr, &[a_addr])).await;
     let on_b = b.directory();
     a.publisher()
         .replace(Source::Static, vec![record("web-1", "10.0.0.1")])
@@ -204,17 +203,13 @@ async fn undecodable_gossiped_records_are_skipped_and_valid_ones_kept() {
     )
     .await
     .unwrap();
-    let b = Gossip::start(config("b", b_addr, &[bad_addr]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let b = member(config("b", b_addr, &[bad_addr])).await;
     b.publisher()
         .replace(Source::Static, vec![record("good-1", "10.0.0.1")])
         .await;
     // A valid record from the bad peer, encoded by a real publisher elsewhere.
     let c_addr = free_udp_addr();
-    let c = Gossip::start(config("c", c_addr, &[bad_addr]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let c = member(config("c", c_addr, &[bad_addr])).await;
     c.publisher()
         .replace(Source::Static, vec![record("good-2", "10.0.0.2")])
         .await;
@@ -236,18 +231,8 @@ async fn undecodable_gossiped_records_are_skipped_and_valid_ones_kept() {
 async fn a_restarted_member_takes_over_only_once_it_has_published_its_records() {
     let grace = Duration::from_secs(30);
     let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
-    let a1 = Gossip::start(
-        incarnation("a", 1, a_addr, &[], grace),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    let b = Gossip::start(
-        incarnation("b", 1, b_addr, &[a_addr], grace),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let a1 = member(incarnation("a", 1, a_addr, &[], grace)).await;
+    let b = member(incarnation("b", 1, b_addr, &[a_addr], grace)).await;
     b.publisher()
         .replace(Source::Static, vec![record("b-1", "10.0.1.1")])
         .await;
@@ -261,12 +246,7 @@ async fn a_restarted_member_takes_over_only_once_it_has_published_its_records() 
     .await;
 
     a1.shutdown().await;
-    let a2 = Gossip::start(
-        incarnation("a", 2, a_addr, &[b_addr], grace),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let a2 = member(incarnation("a", 2, a_addr, &[b_addr], grace)).await;
     eventually("a2 and b have gossiped", &a2.directory(), |s| {
         s.lookup("b-1").len() == 1
     })
@@ -303,15 +283,8 @@ async fn a_restarted_member_takes_over_only_once_it_has_published_its_records() 
 async fn a_restart_that_never_publishes_takes_over_once_its_predecessor_is_dead_past_the_grace() {
     let grace = Duration::from_millis(500);
     let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
-    let a1 = Gossip::start(
-        incarnation("a", 1, a_addr, &[], grace),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    let b = Gossip::start(config("b", b_addr, &[a_addr]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let a1 = member(incarnation("a", 1, a_addr, &[], grace)).await;
+    let b = member(config("b", b_addr, &[a_addr])).await;
     a1.publisher()
         .replace(Source::Static, vec![record("web-1", "10.0.0.1")])
         .await;
@@ -319,12 +292,7 @@ async fn a_restart_that_never_publishes_takes_over_once_its_predecessor_is_dead_
     eventually("web-1 on b", &on_b, |s| s.lookup("web-1").len() == 1).await;
 
     a1.shutdown().await;
-    let a2 = Gossip::start(
-        incarnation("a", 2, a_addr, &[b_addr], grace),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let a2 = member(incarnation("a", 2, a_addr, &[b_addr], grace)).await;
     // Its static source never reports (a stuck start): generation 1 is
     // declared dead, its grace runs out, and generation 2 counts anyway.
     eventually("generation 2 counts, with no records", &on_b, |s| {
