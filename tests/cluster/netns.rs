@@ -599,7 +599,13 @@ async fn a_rolling_restart_never_leaves_a_live_agent_without_a_live_host() {
     let lab = Lab::new(3);
     let mut agents = Vec::new();
     for i in 0..3 {
-        agents.push(lab.agent(i, &records(i, &[1])).await);
+        // A restart slower than the grace (detection plus --dead-grace)
+        // drops the host by design; this test is about the handover, so
+        // the grace is one no restart here comes near, even on a loaded
+        // machine.
+        let mut spec = lab.spec(i, &records(i, &[1]));
+        spec.dead_grace = "10s".to_owned();
+        agents.push(Agent::start(spec).await);
     }
     let mut now: Vec<(usize, Vec<u32>)> = (0..3).map(|i| (i, vec![1])).collect();
     converge(&lab, &[0, 1, 2], &truth(&now), Duration::from_secs(20)).await;
