@@ -1,6 +1,9 @@
-//! muster's authoritative DNS server: a hickory-server
-//! [`RequestHandler`](hickory_server::server::RequestHandler) that answers
-//! from the directory snapshot.
+//! muster's authoritative DNS server: answers from the directory snapshot
+//! as the naming policy last judged it (`muster_policy::Judged`), so a
+//! record a rule keeps out of DNS is never answered. Requests are parsed
+//! and replies encoded by hickory; UDP is served by a thread of its own,
+//! TCP by hickory-server with a
+//! [`RequestHandler`](hickory_server::server::RequestHandler).
 //!
 //! Names served (the zone is configurable, `muster` by default):
 //! - `<zone>`: SOA and NS.
@@ -18,11 +21,14 @@
 //! - `<host>.host.<zone>`: A or AAAA of an agent's gossip address (the NS
 //!   target).
 //! - PTR under `in-addr.arpa` and `ip6.arpa` for every address in the
-//!   directory (records and agents); other reverse names are REFUSED.
+//!   directory (records and agents); SOA, NS and NXDOMAIN inside a
+//!   `--reverse-zone`; other reverse names are REFUSED (or forwarded).
 //!
 //! Unknown names inside the zone get NXDOMAIN, known names without the
 //! asked type get NODATA, both with the SOA in the authority section.
-//! Names outside the zone get REFUSED: muster is never an open resolver.
+//! Names outside the zone get REFUSED: muster is never an open resolver,
+//! unless the operator lists `--dns-forward` upstreams, which are asked
+//! instead.
 //! Every answer keeps the case of the question. Packets hickory cannot
 //! parse get FORMERR or are dropped by hickory itself.
 //!
@@ -34,7 +40,7 @@
 //! - `forward`: names outside the zone, asked of the `--dns-forward`
 //!   upstreams;
 //! - `reply`: [`Handler`], from a request to its encoded reply;
-//! - `resolve`: from a snapshot and a question to the answer;
+//! - `resolve`: from a judged snapshot and a question to the answer;
 //! - `metrics`: [`DnsMetrics`].
 
 #![warn(missing_docs)]
