@@ -42,19 +42,16 @@ fn violations(agent: &Agent) -> (Vec<(String, String, String)>, serde_json::Valu
     (found, json)
 }
 
-fn triple(rule: &str, name: &str, host: &str) -> (String, String, String) {
-    (rule.into(), name.into(), host.into())
-}
-
-#[tokio::test]
-async fn a_violation_on_one_host_is_listed_on_another_and_ends_when_fixed() {
+/// Agent a publishing `records` and agent c joining it, both judging by
+/// [`POLICY`] (the directory holding the policy file is returned to be
+/// kept).
+async fn judged_by_policy(records: &str) -> (Agent, Agent, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let policy = write_policy(dir.path(), "policy.toml", POLICY);
     let policy = policy.to_str().unwrap();
     let block = loopback_block();
-    let good = "[[record]]\nname = \"billing-batch-1\"\naddresses = [\"10.0.0.1\"]\nlabels = { owner = \"ops\" }\n";
     let a_spec = AgentSpec::new(&block, 1, "a")
-        .with_records(good)
+        .with_records(records)
         .with_args(&["--policy", policy]);
     let a = Agent::start(a_spec.clone()).await;
     let c = Agent::start(
@@ -63,6 +60,17 @@ async fn a_violation_on_one_host_is_listed_on_another_and_ends_when_fixed() {
             .with_args(&["--policy", policy]),
     )
     .await;
+    (a, c, dir)
+}
+
+fn triple(rule: &str, name: &str, host: &str) -> (String, String, String) {
+    (rule.into(), name.into(), host.into())
+}
+
+#[tokio::test]
+async fn a_violation_on_one_host_is_listed_on_another_and_ends_when_fixed() {
+    let good = "[[record]]\nname = \"billing-batch-1\"\naddresses = [\"10.0.0.1\"]\nlabels = { owner = \"ops\" }\n";
+    let (a, c, _dir) = judged_by_policy(good).await;
     eventually(Duration::from_secs(10), "billing-batch-1 on c", || async {
         (!c.lookup("billing-batch-1").await.is_empty()).then_some(())
     })
@@ -254,20 +262,7 @@ async fn a_bad_policy_stops_startup_a_bad_reload_keeps_the_old_one_and_differenc
 
 #[tokio::test]
 async fn a_record_a_rule_hides_is_never_answered_not_even_under_a_burst_of_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = write_policy(dir.path(), "policy.toml", POLICY);
-    let policy = policy.to_str().unwrap();
-    let block = loopback_block();
-    let a_spec = AgentSpec::new(&block, 1, "a")
-        .with_records("")
-        .with_args(&["--policy", policy]);
-    let a = Agent::start(a_spec.clone()).await;
-    let c = Agent::start(
-        AgentSpec::new(&block, 3, "c")
-            .joining(&a_spec)
-            .with_args(&["--policy", policy]),
-    )
-    .await;
+    let (a, c, _dir) = judged_by_policy("").await;
     eventually(Duration::from_secs(10), "c to see a", || async {
         (c.members().await.len() == 2).then_some(())
     })
