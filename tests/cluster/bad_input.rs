@@ -297,3 +297,138 @@ fn closed_by_peer(mut stream: &std::net::TcpStream) -> bool {
     }
     false
 }
+
+/// One A question for `name`, with a fresh id; and the id.
+fn a_query(name: &str, id: u16) -> Vec<u8> {
+    use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::{Name, RecordType};
+    let mut query = Message::query();
+    query.metadata.id = id;
+    query.add_query(Query::query(
+        Name::from_ascii(name).expect("a valid name"),
+        RecordType::A,
+    ));
+    query.to_vec().expect("encodes")
+}
+
+/// What a reply was: (truncated, A records).
+fn read_reply(bytes: &[u8]) -> (bool, usize) {
+    let reply = hickory_server::proto::op::Message::from_vec(bytes).expect("a DNS reply");
+    (reply.metadata.truncation, reply.answers.len())
+}
+
+#[tokio::test]
+async fn a_dns_flood_from_one_network_is_rate_limited_while_another_is_answered_in_full() {
+    const LIMIT: usize = 50;
+    let block = loopback_block();
+    let a = Agent::start(
+        AgentSpec::new(&block, 1, "a")
+            .with_records(WEB_RECORDS)
+            .with_args(&["--dns-rate-limit", &LIMIT.to_string()]),
+    )
+    .await;
+    let server = format!("{}:{}", a.spec.ip, a.dns_port());
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    // Two client networks (two /24s of loopback other than the agent's).
+    let flooder_ip = format!("{}.9", loopback_block());
+    let other_ip = format!("{}.9", loopback_block());
+
+    let flood = {
+        let (server, ip) = (server.clone(), flooder_ip.clone());
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind(format!("{ip}:0")).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let started = std::time::Instant::now();
+            let (mut full, mut truncated, mut sent) = (0, 0, 0);
+            let mut buf = [0u8; 1500];
+            // 20 bursts of 50, replies read between bursts so that none is
+            // lost in this socket's receive buffer.
+            for burst in 0..20u16 {
+                for k in 0..50u16 {
+                    socket
+                        .send_to(&a_query("web-1.muster.", burst * 50 + k), &server)
+                        .unwrap();
+                    sent += 1;
+                }
+                while let Ok(n) = socket.recv(&mut buf) {
+                    match read_reply(&buf[..n]) {
+                        (true, 0) => truncated += 1,
+                        (false, 1) => full += 1,
+                        other => panic!("unexpected reply {other:?}"),
+                    }
+                }
+            }
+            (sent, full, truncated, started.elapsed())
+        })
+    };
+    // Meanwhile the other network asks within its limit, and gets every
+    // answer in full.
+    let other = {
+        let (server, ip) = (server.clone(), other_ip.clone());
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind(format!("{ip}:0")).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 1500];
+            let mut replies = Vec::new();
+            for id in 0..20u16 {
+                socket
+                    .send_to(&a_query("web-1.muster.", id), &server)
+                    .unwrap();
+                let n = socket
+                    .recv(&mut buf)
+                    .expect("an answer to the other network");
+                replies.push(read_reply(&buf[..n]));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            replies
+        })
+    };
+    let (sent, full, truncated, took) = flood.join().unwrap();
+    let other = other.join().unwrap();
+    eprintln!("flood: {sent} sent in {took:?}, {full} answered, {truncated} truncated");
+    assert!(
+        other.iter().all(|r| *r == (false, 1)),
+        "the other network was limited: {other:?}"
+    );
+    // At most LIMIT full answers per second the flood touched.
+    let seconds = took.as_secs() as usize + 2;
+    assert!(
+        (1..=LIMIT * seconds).contains(&full),
+        "{full} full answers in {took:?}"
+    );
+    let limited = sent - full;
+    // Slip 2: about every second limited answer truncated, the rest
+    // dropped (some replies may still be in flight when the flood stops).
+    assert!(
+        truncated > 0 && truncated <= limited / 2 + 1 && truncated >= limited / 4,
+        "{truncated} truncated of {limited} limited"
+    );
+    // TCP is never limited, even from the flooding network.
+    let tcp = Command::new("dig")
+        .args(["-b", &flooder_ip, "+tcp", "+short", "-p"])
+        .arg(a.dns_port().to_string())
+        .args([&format!("@{}", a.spec.ip), "web-1.muster"])
+        .output()
+        .expect("dig");
+    assert_eq!(String::from_utf8_lossy(&tcp.stdout).trim(), "10.0.0.5");
+    let metrics = http_get(&format!("{}:{HTTP_PORT}", a.spec.ip), "/metrics")
+        .await
+        .expect("metrics");
+    for action in ["truncated", "dropped"] {
+        assert!(
+            metrics.body.contains(&format!(
+                "muster_dns_rate_limited_total{{action=\"{action}\"}}"
+            )),
+            "{action} not counted"
+        );
+    }
+    // The agent is alive and well.
+    assert_eq!(a.lookup("web-1").await.len(), 1);
+}

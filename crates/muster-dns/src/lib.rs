@@ -39,6 +39,7 @@
 //!   hickory-server's TCP server);
 //! - `forward`: names outside the zone, asked of the `--dns-forward`
 //!   upstreams;
+//! - `rate`: response rate limiting per client network, for UDP;
 //! - `reply`: [`Handler`], from a request to its encoded reply;
 //! - `resolve`: from a judged snapshot and a question to the answer;
 //! - `metrics`: [`DnsMetrics`].
@@ -47,6 +48,7 @@
 
 mod forward;
 mod metrics;
+mod rate;
 mod reply;
 mod resolve;
 mod server;

@@ -14,11 +14,17 @@ struct QueryLabels {
     protocol: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    action: &'static str,
+}
+
 /// The DNS server's metrics; cheap to clone (shared counters).
 #[derive(Clone, Debug)]
 pub struct DnsMetrics {
     queries: Family<QueryLabels, Counter>,
     duration: Histogram,
+    rate_limited: Family<LimitedLabels, Counter>,
 }
 
 impl Default for DnsMetrics {
@@ -27,6 +33,7 @@ impl Default for DnsMetrics {
             queries: Family::default(),
             // 5 µs to ~20 ms.
             duration: Histogram::new(exponential_buckets(5e-6, 2.0, 12)),
+            rate_limited: Family::default(),
         }
     }
 }
@@ -44,6 +51,20 @@ impl DnsMetrics {
             "Time from a parsed query to its encoded answer (network excluded)",
             self.duration.clone(),
         );
+        registry.register(
+            "muster_dns_rate_limited",
+            "UDP answers over --dns-rate-limit, by what was sent instead (truncated or dropped)",
+            self.rate_limited.clone(),
+        );
+    }
+
+    /// Counts one answer held back by the rate limit.
+    pub(crate) fn rate_limited(&self, truncated: bool) {
+        self.rate_limited
+            .get_or_create(&LimitedLabels {
+                action: if truncated { "truncated" } else { "dropped" },
+            })
+            .inc();
     }
 
     /// Counts one answered query; `reply` is its encoded reply.

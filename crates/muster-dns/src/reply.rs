@@ -39,6 +39,9 @@ pub struct Handler {
     /// Upstreams for names outside the zone (see [`crate::forward`]).
     pub(crate) forward_to: Vec<SocketAddr>,
     pub(crate) metrics: DnsMetrics,
+    /// UDP answers per second per client network; 0: unlimited (see
+    /// [`crate::rate`]).
+    pub(crate) rate_limit: u32,
 }
 
 impl Handler {
@@ -51,7 +54,17 @@ impl Handler {
             resolver: Resolver::new(config)?,
             forward_to: config.forward_to.clone(),
             metrics: DnsMetrics::default(),
+            rate_limit: 0,
         })
+    }
+
+    /// Limits UDP answers to `answers_per_second` per client network (/24
+    /// for IPv4, /56 for IPv6); over it, every second answer is sent
+    /// truncated and the others dropped. 0 (the default) is no limit; TCP
+    /// is never limited.
+    pub fn with_rate_limit(mut self, answers_per_second: u32) -> Handler {
+        self.rate_limit = answers_per_second;
+        self
     }
 
     /// Counts queries in `metrics`.
@@ -226,6 +239,27 @@ pub(crate) fn answer(
     } else {
         Outcome::Forward(Box::new(request))
     }
+}
+
+/// The truncated reply to a rate-limited UDP query: its header with TC set
+/// and its question, no records, so that a real client asks again over
+/// TCP. False (no reply) for a packet that does not parse.
+pub(crate) fn truncated(packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+    if question_is_compressed(packet) {
+        return false;
+    }
+    let Ok(request) = Request::from_bytes(packet.to_vec(), src, Protocol::Udp) else {
+        return false;
+    };
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.truncation = true;
+    encode_udp(
+        &request,
+        &Reply::empty(metadata),
+        edns_for(&request).as_ref(),
+        out,
+    );
+    true
 }
 
 /// Whether any question's name uses a compression pointer. muster takes

@@ -24,7 +24,8 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmm
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::reply::{Handler, Outcome, answer, edns_for, encode_udp};
+use crate::rate::{Decision, RateLimiter};
+use crate::reply::{Handler, Outcome, answer, edns_for, encode_udp, truncated};
 use crate::{forward, metrics};
 
 /// Packets moved per system call, each way.
@@ -61,6 +62,8 @@ fn serve(
     let mut outbox: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
     let mut replies: Vec<(Vec<u8>, SockaddrStorage)> = Vec::with_capacity(BATCH);
     let mut spare: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut limiter = (handler.rate_limit > 0).then(|| RateLimiter::new(handler.rate_limit));
+    let epoch = std::time::Instant::now();
     while !shutdown.is_cancelled() {
         let received = match inbox.receive(socket) {
             Ok(n) => n,
@@ -82,12 +85,25 @@ fn serve(
                 continue;
             }
         };
+        let second = epoch.elapsed().as_secs();
         for (packet, src) in inbox.packets(received) {
             let Some(src) = src.filter(answerable) else {
                 continue;
             };
             let mut out = spare.pop().unwrap_or_default();
             out.clear();
+            let decision = limiter
+                .as_mut()
+                .map_or(Decision::Answer, |l| l.decide(src.ip(), second));
+            if decision != Decision::Answer {
+                handler.metrics.rate_limited(decision == Decision::Truncate);
+                if decision == Decision::Truncate && truncated(packet, src, &mut out) {
+                    replies.push((out, SockaddrStorage::from(src)));
+                } else {
+                    spare.push(out);
+                }
+                continue;
+            }
             let started = std::time::Instant::now();
             match answer(handler, packet, src, &mut out) {
                 Outcome::Reply => {

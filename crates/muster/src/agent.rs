@@ -134,7 +134,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             },
             policy_engine.judged(),
         )?
-        .with_metrics(dns_metrics),
+        .with_metrics(dns_metrics)
+        .with_rate_limit(config.dns_rate_limit),
         shutdown.clone(),
     )
     .await?;

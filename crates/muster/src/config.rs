@@ -95,6 +95,13 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_DNS_TTL", value_name = "SECONDS")]
     pub dns_ttl: Option<u32>,
 
+    /// UDP answers per second to each client network (/24 for IPv4, /56 for
+    /// IPv6), as NSD and Knot limit them: over the limit, every second
+    /// answer goes out truncated (the client retries over TCP, which is
+    /// never limited) and the rest are dropped. 0 is no limit [default: 0]
+    #[arg(long, env = "MUSTER_DNS_RATE_LIMIT", value_name = "N")]
+    pub dns_rate_limit: Option<u32>,
+
     /// Resolver to forward names outside the zone to; repeat or
     /// comma-separate for several, tried in order. Without it, such names get
     /// REFUSED. Example: --dns-forward 127.0.0.53:53
@@ -185,6 +192,7 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     pub zone: String,
     pub dns_ttl: u32,
+    pub dns_rate_limit: u32,
     pub dns_forward: Vec<SocketAddr>,
     pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
@@ -243,6 +251,7 @@ impl AgentArgs {
             http_addr: pick!(http_addr, "127.0.0.1:8800".parse().expect("valid literal")),
             zone: pick!(zone, "muster".to_owned()),
             dns_ttl: pick!(dns_ttl, 5),
+            dns_rate_limit: pick!(dns_rate_limit, 0),
             dns_forward: pick!(dns_forward, Vec::new()),
             reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
