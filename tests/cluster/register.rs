@@ -325,3 +325,110 @@ async fn refusals_come_from_the_publishers_verdict_and_nothing_refused_is_kept()
     let listed: Vec<String> = a.list("").await.into_iter().map(|r| r.name).collect();
     assert_eq!(listed, ["mon-static"]);
 }
+
+/// `message` with `authorization: Bearer <token>`.
+fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ASCII"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn with_a_write_token_registrations_need_it_and_reads_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-Token_42\n").unwrap();
+    let a = Agent::start(
+        AgentSpec::new(&loopback_block(), 1, "a")
+            .with_args(&["--api-token-file", token_file.to_str().unwrap()]),
+    )
+    .await;
+    let mut client = a.client().await;
+
+    let none = client
+        .register(request("mon-1", "10.9.0.1", 30))
+        .await
+        .expect_err("no token");
+    assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
+    let wrong = client
+        .register(with("s3cret-Token_43", request("mon-1", "10.9.0.1", 30)))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(wrong.code(), Code::PermissionDenied, "{wrong:?}");
+    assert!(a.list("").await.is_empty(), "nothing published");
+
+    client
+        .register(with("s3cret-Token_42", request("mon-1", "10.9.0.1", 30)))
+        .await
+        .expect("the right token");
+    // Reads need no token.
+    assert_eq!(a.lookup("mon-1").await.len(), 1);
+    let keep_alive = || v1::KeepAliveRequest {
+        id: "mon-1".into(),
+        ttl_seconds: 0,
+    };
+    assert_eq!(
+        client.keep_alive(keep_alive()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    client
+        .keep_alive(with("s3cret-Token_42", keep_alive()))
+        .await
+        .expect("kept alive with the token");
+    client
+        .deregister(with(
+            "s3cret-Token_42",
+            v1::DeregisterRequest { id: "mon-1".into() },
+        ))
+        .await
+        .expect("deregistered with the token");
+
+    // The CLI: from MUSTER_TOKEN, from --token-file, and refused without.
+    let cli = |extra: &[&str], env_token: Option<&str>| {
+        let mut cmd = std::process::Command::new(muster_bin());
+        cmd.args(["register", "cli-1", "--ip", "10.9.0.7", "--once", "--addr"])
+            .arg(a.grpc_addr())
+            .args(extra)
+            .env_remove("MUSTER_TOKEN");
+        if let Some(token) = env_token {
+            cmd.env("MUSTER_TOKEN", token);
+        }
+        cmd.output().expect("run muster register")
+    };
+    let refused = cli(&[], None);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("authorization"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(cli(&[], Some("s3cret-Token_42")).status.code(), Some(0));
+    let from_file = cli(&["--token-file", token_file.to_str().unwrap()], None);
+    assert_eq!(
+        from_file.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+}
+
+#[test]
+fn a_bad_token_file_stops_startup_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "two words\n").unwrap();
+    let out = AgentSpec::new(&loopback_block(), 1, "a")
+        .command(dir.path())
+        .args(["--api-token-file", token_file.to_str().unwrap()])
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:1", token_file.display())) && stderr.contains("visible ASCII"),
+        "{stderr}"
+    );
+}

@@ -74,6 +74,9 @@ pub struct DirectoryService {
     epoch: u64,
     last_heard: LastHeard,
     registrar: Option<Arc<dyn Registrar>>,
+    /// When set, Register, KeepAlive and Deregister need
+    /// `authorization: Bearer <token>`; reads stay open.
+    write_token: Option<Arc<[u8]>>,
     policy: Option<PolicyEngine>,
 }
 
@@ -92,6 +95,7 @@ impl DirectoryService {
             epoch,
             last_heard: LastHeard::default(),
             registrar: None,
+            write_token: None,
             policy: None,
         }
     }
@@ -106,6 +110,14 @@ impl DirectoryService {
     /// one they answer UNAVAILABLE.
     pub fn with_policy(mut self, engine: PolicyEngine) -> DirectoryService {
         self.policy = Some(engine);
+        self
+    }
+
+    /// Register, KeepAlive and Deregister need `authorization: Bearer
+    /// <token>` metadata: UNAUTHENTICATED without it, PERMISSION_DENIED
+    /// with another token (compared in constant time). Reads stay open.
+    pub fn with_write_token(mut self, token: &str) -> DirectoryService {
+        self.write_token = Some(Arc::from(token.as_bytes()));
         self
     }
 
@@ -201,6 +213,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
+        self.authorize(&request)?;
         let registrar = self.registrar()?;
         register::register(registrar, &self.directory.load(), request.into_inner())
             .await
@@ -211,6 +224,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::KeepAliveRequest>,
     ) -> Result<Response<v1::KeepAliveResponse>, Status> {
+        self.authorize(&request)?;
         let registrar = self.registrar()?;
         register::keep_alive(registrar, request.into_inner())
             .await
@@ -242,6 +256,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::DeregisterResponse>, Status> {
+        self.authorize(&request)?;
         let registrar = self.registrar()?;
         register::deregister(registrar, request.into_inner())
             .await
@@ -254,6 +269,31 @@ impl DirectoryService {
         self.policy
             .as_ref()
             .ok_or_else(|| Status::unavailable("this agent judges no naming policy"))
+    }
+
+    /// Whether `request` may write: always without a write token, else only
+    /// with `authorization: Bearer <that token>`.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.write_token else {
+            return Ok(());
+        };
+        let Some(given) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "authorization: this agent takes writes only with `authorization: Bearer <token>` \
+                 (the token in the agent's --api-token-file)",
+            ));
+        };
+        let given = given
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .unwrap_or_default();
+        if bool::from(subtle::ConstantTimeEq::ct_eq(given, &token[..])) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "authorization: not this agent's write token",
+            ))
+        }
     }
 
     fn registrar(&self) -> Result<&dyn Registrar, Status> {

@@ -44,6 +44,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         None => None,
     };
 
+    // So does a bad token file.
+    let write_token = match &config.api_token_file {
+        Some(path) => Some(crate::config::read_token(path)?),
+        None => None,
+    };
+
     // So does a bad naming policy.
     let policy = match &config.policy {
         Some(path) => Policy::load(path)?,
@@ -154,14 +160,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tasks.spawn("registry", registrations);
     let grpc = GrpcServer::bind(config.grpc_addr).await?;
     let grpc_addr = grpc.local_addr();
-    let grpc_serving = grpc.serve(
-        DirectoryService::new(directory.clone(), gossip.revisions(), generation)
-            .with_last_heard(gossip.last_heard())
-            .with_registrar(Arc::new(registry))
-            .with_policy(policy_engine.clone()),
-        grpc_metrics,
-        shutdown.clone().cancelled_owned(),
-    );
+    let mut service = DirectoryService::new(directory.clone(), gossip.revisions(), generation)
+        .with_last_heard(gossip.last_heard())
+        .with_registrar(Arc::new(registry))
+        .with_policy(policy_engine.clone());
+    if let Some(token) = &write_token {
+        service = service.with_write_token(token);
+    }
+    let grpc_serving = grpc.serve(service, grpc_metrics, shutdown.clone().cancelled_owned());
     tasks.spawn("gRPC server", async {
         if let Err(e) = grpc_serving.await {
             warn!(error = %e, "gRPC server stopped with an error");

@@ -130,6 +130,13 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
 
+    /// File holding the write token: Register, KeepAlive and Deregister then
+    /// need `authorization: Bearer <token>` (the CLI sends it from
+    /// --token-file or MUSTER_TOKEN); reads stay open. One line of visible
+    /// ASCII, read at start
+    #[arg(long, env = "MUSTER_API_TOKEN_FILE", value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
+
     /// Naming policy file (TOML, `[[rule]]` tables), re-read on SIGHUP;
     /// give every agent the same one. Example: --policy deploy/policy.toml
     #[arg(long, env = "MUSTER_POLICY", value_name = "PATH")]
@@ -196,11 +203,34 @@ pub struct AgentConfig {
     pub dns_forward: Vec<SocketAddr>,
     pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
+    pub api_token_file: Option<PathBuf>,
     pub policy: Option<PathBuf>,
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
     pub dead_grace: Duration,
     pub phi_threshold: f64,
+}
+
+/// Reads a write token file: one line of visible ASCII (no spaces), at
+/// most 4,096 bytes; surrounding white space is ignored.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
+    let token = text.trim();
+    if let Some(n) = token.lines().nth(1).map(|_| token.lines().count()) {
+        anyhow::bail!(
+            "{}: {n} lines; a token file holds one token on one line",
+            path.display()
+        );
+    }
+    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "{}:1: a token is 1 to 4096 visible ASCII characters, no spaces \
+             (e.g. `head -c 32 /dev/urandom | base64 > FILE`)",
+            path.display()
+        );
+    }
+    Ok(token.to_owned())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<AgentArgs> {
@@ -255,6 +285,7 @@ impl AgentArgs {
             dns_forward: pick!(dns_forward, Vec::new()),
             reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
+            api_token_file: self.api_token_file.or(file.api_token_file),
             policy: self.policy.or(file.policy),
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_millis(200))).0,
@@ -364,6 +395,21 @@ mod tests {
         assert_eq!(config.join, ["10.0.0.1:7946"]);
         assert_eq!(config.dns_addr.port(), 8600);
         assert!(config.docker.is_some());
+    }
+
+    #[test]
+    fn token_files_hold_one_visible_ascii_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |text: &str| {
+            let path = dir.path().join("token");
+            std::fs::write(&path, text).unwrap();
+            read_token(&path).map_err(|e| e.to_string())
+        };
+        assert_eq!(check("  abc-DEF_123+/=\n").unwrap(), "abc-DEF_123+/=");
+        for bad in ["", "\n \n", "two words", "caf\u{e9}", "one\ntwo"] {
+            assert!(check(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check("one\ntwo").unwrap_err().contains("2 lines"));
     }
 
     #[test]

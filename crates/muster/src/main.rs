@@ -1,7 +1,8 @@
 //! The `muster` binary: the agent and its command-line client.
 //!
-//! This is the only crate that uses `anyhow`, builds the tokio runtime, and
-//! knows how the pieces are put together.
+//! This is the only crate whose errors are `anyhow` (muster-gossip meets it
+//! only in chitchat's `Transport` trait), that builds the tokio runtime, and
+//! that knows how the pieces are put together.
 
 mod agent;
 mod client;

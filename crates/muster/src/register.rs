@@ -62,6 +62,12 @@ pub struct RegisterArgs {
     #[arg(long)]
     once: bool,
 
+    /// File holding the agent's write token (its --api-token-file), sent as
+    /// `authorization: Bearer <token>`; without it, the token in the
+    /// MUSTER_TOKEN environment variable, if any
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -119,8 +125,9 @@ pub async fn run(args: &RegisterArgs) -> Result<Outcome, ClientError> {
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| ClientError(format!("SIGINT: {e}")))?;
     let mut client = connect(addr).await?;
+    let token = args.token()?;
     let request = args.request();
-    let id = register(&mut client, args, request.clone()).await?;
+    let id = register(&mut client, args, &token, request.clone()).await?;
     if args.once {
         return Ok(Outcome::Found);
     }
@@ -138,11 +145,11 @@ pub async fn run(args: &RegisterArgs) -> Result<Outcome, ClientError> {
             id: id.clone(),
             ttl_seconds: 0,
         };
-        match client.keep_alive(keep_alive).await {
+        match client.keep_alive(authorized(&token, keep_alive)).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::NotFound => {
                 eprintln!("muster: the agent no longer knows {id}; registering again");
-                if let Err(e) = register(&mut client, args, request.clone()).await {
+                if let Err(e) = register(&mut client, args, &token, request.clone()).await {
                     eprintln!("muster: {e}; retrying");
                 }
             }
@@ -152,7 +159,7 @@ pub async fn run(args: &RegisterArgs) -> Result<Outcome, ClientError> {
     }
 
     match client
-        .deregister(v1::DeregisterRequest { id: id.clone() })
+        .deregister(authorized(&token, v1::DeregisterRequest { id: id.clone() }))
         .await
     {
         Ok(_) => {
@@ -165,6 +172,34 @@ pub async fn run(args: &RegisterArgs) -> Result<Outcome, ClientError> {
             call_error(addr, status)
         ))),
     }
+}
+
+impl RegisterArgs {
+    /// The write token to send: from --token-file, else MUSTER_TOKEN.
+    fn token(&self) -> Result<Option<String>, ClientError> {
+        match &self.token_file {
+            Some(path) => crate::config::read_token(path)
+                .map(Some)
+                .map_err(|e| ClientError(format!("{e:#}"))),
+            None => Ok(std::env::var("MUSTER_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())),
+        }
+    }
+}
+
+/// `message` as a request carrying `authorization: Bearer <token>` when
+/// there is a token.
+fn authorized<T>(token: &Option<String>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = token
+        .as_ref()
+        .and_then(|t| format!("Bearer {t}").parse().ok())
+    {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// What `-o json` prints for one registration.
@@ -192,10 +227,11 @@ struct Conflict<'a> {
 async fn register(
     client: &mut DirectoryClient<Channel>,
     args: &RegisterArgs,
+    token: &Option<String>,
     request: v1::RegisterRequest,
 ) -> Result<String, ClientError> {
     let response = client
-        .register(request)
+        .register(authorized(token, request))
         .await
         .map_err(|status| call_error(&args.client.addr, status))?
         .into_inner();
