@@ -404,3 +404,49 @@ async fn a_client_without_proto_files_finds_the_api_by_reflection_and_checks_hea
     assert_eq!(found["health"]["muster.v1.Directory"], "SERVING");
     assert_eq!(ask("nope")["lookup"]["error"], "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn watch_streams_are_bounded_and_a_closed_one_frees_its_place() {
+    let a = Agent::start(
+        AgentSpec::new(&loopback_block(), 1, "a")
+            .with_records(WEB_RECORDS)
+            .with_args(&["--max-watchers", "2"]),
+    )
+    .await;
+    let open = |selector: &str| {
+        let selector = selector.to_owned();
+        let a = &a;
+        async move {
+            a.client()
+                .await
+                .watch(v1::WatchRequest {
+                    selector,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let first = open("app=web").await.expect("first watcher");
+    let _second = open("").await.expect("second watcher");
+    let third = open("").await.expect_err("a third is one too many");
+    assert_eq!(third.code(), tonic::Code::ResourceExhausted, "{third:?}");
+    assert!(third.message().contains("--max-watchers"), "{third:?}");
+    // WatchViolations counts too.
+    let violations = a
+        .client()
+        .await
+        .watch_violations(v1::ViolationsRequest::default())
+        .await;
+    assert_eq!(
+        violations.expect_err("no place left").code(),
+        tonic::Code::ResourceExhausted
+    );
+    // Reads are not limited.
+    assert_eq!(a.lookup("web-1").await.len(), 1);
+
+    drop(first);
+    eventually(Duration::from_secs(10), "a place freed", || async {
+        open("").await.ok().map(|_| ())
+    })
+    .await;
+}

@@ -42,6 +42,10 @@ pub fn register_directory_metrics(
     registry.register_collector(Box::new(metrics::DirectoryCollector { directory, judged }));
 }
 
+/// Watch and WatchViolations streams one agent serves at once, unless
+/// configured otherwise.
+pub const DEFAULT_MAX_WATCHERS: usize = 1024;
+
 /// Longest name or selector accepted in a request, in bytes.
 const MAX_QUERY_BYTES: usize = 4096;
 
@@ -77,6 +81,9 @@ pub struct DirectoryService {
     /// When set, Register, KeepAlive and Deregister need
     /// `authorization: Bearer <token>`; reads stay open.
     write_token: Option<Arc<[u8]>>,
+    /// One permit per open Watch or WatchViolations stream.
+    watchers: Arc<tokio::sync::Semaphore>,
+    max_watchers: usize,
     policy: Option<PolicyEngine>,
 }
 
@@ -96,6 +103,8 @@ impl DirectoryService {
             last_heard: LastHeard::default(),
             registrar: None,
             write_token: None,
+            watchers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_WATCHERS)),
+            max_watchers: DEFAULT_MAX_WATCHERS,
             policy: None,
         }
     }
@@ -110,6 +119,14 @@ impl DirectoryService {
     /// one they answer UNAVAILABLE.
     pub fn with_policy(mut self, engine: PolicyEngine) -> DirectoryService {
         self.policy = Some(engine);
+        self
+    }
+
+    /// Serves at most `max` Watch and WatchViolations streams at once; the
+    /// next gets RESOURCE_EXHAUSTED until one ends.
+    pub fn with_max_watchers(mut self, max: usize) -> DirectoryService {
+        self.watchers = Arc::new(tokio::sync::Semaphore::new(max));
+        self.max_watchers = max;
         self
     }
 
@@ -199,6 +216,7 @@ impl Directory for DirectoryService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let filter = Filter::from_request(&request.selector, "", None)?;
+        let slot = self.watcher_slot()?;
         Ok(Response::new(watch::start(
             self.directory.clone(),
             self.revisions.clone(),
@@ -206,6 +224,7 @@ impl Directory for DirectoryService {
             filter,
             request.from_revision,
             request.epoch,
+            slot,
         )))
     }
 
@@ -246,9 +265,11 @@ impl Directory for DirectoryService {
         request: Request<v1::ViolationsRequest>,
     ) -> Result<Response<Self::WatchViolationsStream>, Status> {
         let rule = request.into_inner().rule;
+        let engine = self.policy()?.clone();
         Ok(Response::new(violations::watch(
-            self.policy()?.clone(),
+            engine,
             rule,
+            self.watcher_slot()?,
         )))
     }
 
@@ -294,6 +315,16 @@ impl DirectoryService {
                 "authorization: not this agent's write token",
             ))
         }
+    }
+
+    /// A place for one more stream, or RESOURCE_EXHAUSTED.
+    fn watcher_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this agent already serves {} watch streams (--max-watchers); try again later",
+                self.max_watchers
+            ))
+        })
     }
 
     fn registrar(&self) -> Result<&dyn Registrar, Status> {

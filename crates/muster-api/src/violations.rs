@@ -50,11 +50,17 @@ pub(crate) fn list(engine: &PolicyEngine, rule: &str) -> v1::ViolationsResponse 
 }
 
 /// Starts a watcher of violations; it ends when the client goes away.
-pub(crate) fn watch(engine: PolicyEngine, rule: String) -> ViolationStream {
+pub(crate) fn watch(
+    engine: PolicyEngine,
+    rule: String,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> ViolationStream {
     let (tx, rx) = mpsc::channel(BUFFER);
     // Subscribe before reading the set: nothing falls between the two.
     let mut events = engine.subscribe();
     tokio::spawn(async move {
+        // Held for as long as the stream lasts (--max-watchers).
+        let _slot = slot;
         let send = |kind: v1::violation_event::Kind, v: Option<&Violation>| {
             let event = v1::ViolationEvent {
                 kind: kind as i32,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use muster_core::{RecordEvent, Snapshot};
 use muster_proto::v1;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -33,10 +33,17 @@ pub(crate) fn start(
     filter: Filter,
     from_revision: u64,
     client_epoch: u64,
+    slot: OwnedSemaphorePermit,
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(BUFFER);
     let watcher = Watcher { tx, epoch, filter };
-    tokio::spawn(watcher.follow(directory, revisions, from_revision, client_epoch));
+    tokio::spawn(async move {
+        watcher
+            .follow(directory, revisions, from_revision, client_epoch)
+            .await;
+        // The watcher's place among --max-watchers is free again.
+        drop(slot);
+    });
     ReceiverStream::new(rx)
 }
 

@@ -163,7 +163,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut service = DirectoryService::new(directory.clone(), gossip.revisions(), generation)
         .with_last_heard(gossip.last_heard())
         .with_registrar(Arc::new(registry))
-        .with_policy(policy_engine.clone());
+        .with_policy(policy_engine.clone())
+        .with_max_watchers(config.max_watchers);
     if let Some(token) = &write_token {
         service = service.with_write_token(token);
     }

@@ -130,6 +130,11 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
 
+    /// Watch and WatchViolations streams served at once; one more gets
+    /// RESOURCE_EXHAUSTED until another ends [default: 1024]
+    #[arg(long, env = "MUSTER_MAX_WATCHERS", value_name = "N")]
+    pub max_watchers: Option<usize>,
+
     /// File holding the write token: Register, KeepAlive and Deregister then
     /// need `authorization: Bearer <token>` (the CLI sends it from
     /// --token-file or MUSTER_TOKEN); reads stay open. One line of visible
@@ -204,6 +209,7 @@ pub struct AgentConfig {
     pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
+    pub max_watchers: usize,
     pub policy: Option<PathBuf>,
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
@@ -286,6 +292,7 @@ impl AgentArgs {
             reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
             api_token_file: self.api_token_file.or(file.api_token_file),
+            max_watchers: pick!(max_watchers, muster_api::DEFAULT_MAX_WATCHERS),
             policy: self.policy.or(file.policy),
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_millis(200))).0,
