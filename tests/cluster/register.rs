@@ -432,3 +432,55 @@ fn a_bad_token_file_stops_startup_naming_the_file() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn with_register_conflicts_refuse_a_name_others_answer_to_is_refused_naming_them() {
+    let a = Agent::start(
+        AgentSpec::new(&loopback_block(), 1, "a")
+            .with_records(WEB_RECORDS)
+            .with_args(&["--register-conflicts", "refuse"]),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "web-1 on a", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    let mut client = a.client().await;
+    let refused = client
+        .register(request("web-1", "10.9.0.2", 30))
+        .await
+        .expect_err("web-1 is the static record's");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().starts_with("record.name:")
+            && refused.message().contains("web-1@a, static"),
+        "{}",
+        refused.message()
+    );
+    // An alias counts as much as a name.
+    let mut aliased = request("mon-2", "10.9.0.3", 30);
+    aliased.record.as_mut().unwrap().aliases = vec!["db-1".into()];
+    assert_eq!(
+        client.register(aliased).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // A free name registers, and registering it again is no conflict
+    // with itself.
+    client
+        .register(request("mon-1", "10.9.0.1", 30))
+        .await
+        .expect("a free name");
+    eventually(Duration::from_secs(10), "mon-1 indexed", || async {
+        (!a.lookup("mon-1").await.is_empty()).then_some(())
+    })
+    .await;
+    client
+        .register(request("mon-1", "10.9.0.4", 30))
+        .await
+        .expect("the same registration again");
+    assert_eq!(
+        a.lookup("web-1").await.len(),
+        1,
+        "nothing added under web-1"
+    );
+}

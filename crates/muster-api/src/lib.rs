@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 
 pub use http::{HttpState, serve_http};
 pub use metrics::GrpcMetrics;
+pub use register::RegisterConflicts;
 
 /// Adds to `registry` the gauges read from the directory and the naming
 /// policy's verdicts at every scrape: `muster_build_info`,
@@ -81,6 +82,7 @@ pub struct DirectoryService {
     /// When set, Register, KeepAlive and Deregister need
     /// `authorization: Bearer <token>`; reads stay open.
     write_token: Option<Arc<[u8]>>,
+    on_conflict: RegisterConflicts,
     /// One permit per open Watch or WatchViolations stream.
     watchers: Arc<tokio::sync::Semaphore>,
     max_watchers: usize,
@@ -103,6 +105,7 @@ impl DirectoryService {
             last_heard: LastHeard::default(),
             registrar: None,
             write_token: None,
+            on_conflict: RegisterConflicts::Allow,
             watchers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_WATCHERS)),
             max_watchers: DEFAULT_MAX_WATCHERS,
             policy: None,
@@ -119,6 +122,12 @@ impl DirectoryService {
     /// one they answer UNAVAILABLE.
     pub fn with_policy(mut self, engine: PolicyEngine) -> DirectoryService {
         self.policy = Some(engine);
+        self
+    }
+
+    /// What Register does with names other records already answer to.
+    pub fn with_register_conflicts(mut self, on_conflict: RegisterConflicts) -> DirectoryService {
+        self.on_conflict = on_conflict;
         self
     }
 
@@ -234,9 +243,14 @@ impl Directory for DirectoryService {
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         self.authorize(&request)?;
         let registrar = self.registrar()?;
-        register::register(registrar, &self.directory.load(), request.into_inner())
-            .await
-            .map(Response::new)
+        register::register(
+            registrar,
+            &self.directory.load(),
+            self.on_conflict,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn keep_alive(

@@ -25,9 +25,21 @@ use muster_proto::{WireError, v1};
 use tonic::Status;
 use tracing::warn;
 
+/// What Register does with a name other records already answer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegisterConflicts {
+    /// Register it, and report the others in `conflicts` (names may
+    /// repeat; merging is not muster's call).
+    #[default]
+    Allow,
+    /// Refuse it with FAILED_PRECONDITION, naming the others.
+    Refuse,
+}
+
 pub(crate) async fn register(
     registrar: &dyn Registrar,
     snapshot: &Snapshot,
+    on_conflict: RegisterConflicts,
     request: v1::RegisterRequest,
 ) -> Result<v1::RegisterResponse, Status> {
     let mut wire = request
@@ -39,6 +51,20 @@ pub(crate) async fn register(
     let name = wire.name.clone();
     // Parsed here; the registry completes the record and checks it.
     let record = muster_proto::parse_record(wire).map_err(|e| wire_error(&name, e))?;
+    if on_conflict == RegisterConflicts::Refuse {
+        let holders = conflicts(snapshot, &registrar.as_published(&record));
+        if !holders.is_empty() {
+            let holders: Vec<String> = holders
+                .iter()
+                .map(|r| format!("{} ({}@{}, {})", r.name, r.id, r.host, r.source.as_str()))
+                .collect();
+            return Err(Status::failed_precondition(format!(
+                "record.name: other records already answer to its names: {} \
+                 (this agent refuses conflicting registrations)",
+                holders.join(", ")
+            )));
+        }
+    }
     let ttl = Duration::from_secs(request.ttl_seconds.into());
     let registration = registrar
         .register(record, ttl)

@@ -115,4 +115,8 @@ pub trait Registrar: Send + Sync + 'static {
 
     /// Withdraws registration `id` now.
     async fn deregister(&self, id: &str) -> Result<(), RegistrationError>;
+
+    /// `record` with the host and id it would be published under, to check
+    /// it against the directory before registering it.
+    fn as_published(&self, record: &Record) -> Record;
 }

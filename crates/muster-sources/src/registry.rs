@@ -147,6 +147,19 @@ impl Registry {
 
 #[async_trait::async_trait]
 impl Registrar for Registry {
+    fn as_published(&self, record: &Record) -> Record {
+        let mut published = record.clone();
+        let id = if record.id.is_empty() {
+            &record.name
+        } else {
+            &record.id
+        };
+        published.id = Registry::published_id(id);
+        published.host = self.node_name.to_string();
+        published.source = Source::Registered;
+        published
+    }
+
     /// Publishes `record` from this agent until `ttl` passes without a
     /// keep-alive. Its id defaults to its name; host, source and (when
     /// unset) the start time are filled in, and addresses without a

@@ -164,7 +164,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .with_last_heard(gossip.last_heard())
         .with_registrar(Arc::new(registry))
         .with_policy(policy_engine.clone())
-        .with_max_watchers(config.max_watchers);
+        .with_max_watchers(config.max_watchers)
+        .with_register_conflicts(config.register_conflicts);
     if let Some(token) = &write_token {
         service = service.with_write_token(token);
     }

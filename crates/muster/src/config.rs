@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use muster_sources::docker::{DEFAULT_SOCKET, DockerConfig, LabelFilter};
 use serde::Deserialize;
 
@@ -130,6 +130,17 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_STATIC_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
 
+    /// What Register does with a name that records of another source or
+    /// host already answer to: allow it and report them in `conflicts`, or
+    /// refuse it (FAILED_PRECONDITION, naming them) [default: allow]
+    #[arg(
+        long,
+        env = "MUSTER_REGISTER_CONFLICTS",
+        value_enum,
+        value_name = "POLICY"
+    )]
+    pub register_conflicts: Option<RegisterConflicts>,
+
     /// Watch and WatchViolations streams served at once; one more gets
     /// RESOURCE_EXHAUSTED until another ends [default: 1024]
     #[arg(long, env = "MUSTER_MAX_WATCHERS", value_name = "N")]
@@ -210,6 +221,7 @@ pub struct AgentConfig {
     pub static_file: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
     pub max_watchers: usize,
+    pub register_conflicts: muster_api::RegisterConflicts,
     pub policy: Option<PathBuf>,
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
@@ -237,6 +249,16 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
         );
     }
     Ok(token.to_owned())
+}
+
+/// `--register-conflicts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegisterConflicts {
+    /// Register, and report the other holders of the name
+    Allow,
+    /// Refuse the registration, naming the other holders
+    Refuse,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<AgentArgs> {
@@ -293,6 +315,10 @@ impl AgentArgs {
             static_file: self.static_file.or(file.static_file),
             api_token_file: self.api_token_file.or(file.api_token_file),
             max_watchers: pick!(max_watchers, muster_api::DEFAULT_MAX_WATCHERS),
+            register_conflicts: match pick!(register_conflicts, RegisterConflicts::Allow) {
+                RegisterConflicts::Allow => muster_api::RegisterConflicts::Allow,
+                RegisterConflicts::Refuse => muster_api::RegisterConflicts::Refuse,
+            },
             policy: self.policy.or(file.policy),
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_millis(200))).0,
