@@ -406,6 +406,9 @@ async fn with_a_write_token_registrations_need_it_and_reads_stay_open() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert_eq!(cli(&[], Some("s3cret-Token_42")).status.code(), Some(0));
+    let unusable = cli(&[], Some("two words"));
+    assert_eq!(unusable.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unusable.stderr).contains("MUSTER_TOKEN"));
     let from_file = cli(&["--token-file", token_file.to_str().unwrap()], None);
     assert_eq!(
         from_file.status.code(),

@@ -181,10 +181,16 @@ impl RegisterArgs {
             Some(path) => crate::config::read_token(path)
                 .map(Some)
                 .map_err(|e| ClientError(format!("{e:#}"))),
-            None => Ok(std::env::var("MUSTER_TOKEN")
-                .ok()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())),
+            None => match std::env::var("MUSTER_TOKEN") {
+                Ok(t) if t.trim().is_empty() => Ok(None),
+                Ok(t) if t.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+                    Ok(Some(t.trim().to_owned()))
+                }
+                Ok(_) => Err(ClientError(
+                    "MUSTER_TOKEN: a token is visible ASCII characters, no spaces".to_owned(),
+                )),
+                Err(_) => Ok(None),
+            },
         }
     }
 }
