@@ -38,11 +38,36 @@ struct Tracked {
     seen_version: u64,
     /// Whether its records are in the index.
     visible: bool,
-    /// Whether it was dead at the last look (for the log of transitions).
-    dead: bool,
+    /// What the failure detector said of it at the last look, for the log
+    /// of its transitions.
+    verdict: Verdict,
+    /// When its heartbeat last moved, as last written to the last-heard map
+    /// (which is written only when that changes).
+    heard_moved: Option<Instant>,
     /// Records it publishes (live keys with the record prefix).
     records: usize,
     meta: BTreeMap<String, String>,
+}
+
+/// The failure detector's verdict on the counted incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not heard alive yet (learnt of second-hand, or just restarted).
+    NotYet,
+    Alive,
+    /// Declared dead after having been alive.
+    Dead,
+}
+
+impl Verdict {
+    /// The verdict for a newly counted incarnation.
+    fn first(alive: bool) -> Verdict {
+        if alive {
+            Verdict::Alive
+        } else {
+            Verdict::NotYet
+        }
+    }
 }
 
 /// What the sync task knows of one incarnation (one generation of a node
@@ -279,7 +304,8 @@ fn look(
                 id: id.clone(),
                 seen_version: 0,
                 visible: false,
-                dead: !alive,
+                verdict: Verdict::first(alive),
+                heard_moved: None,
                 records: 0,
                 meta: BTreeMap::new(),
             }
@@ -288,18 +314,27 @@ fn look(
         if restarted {
             info!(host = %name, generation = id.generation_id, "host restarted: its new generation takes over");
             t.id = id.clone();
-            t.dead = !alive;
+            t.verdict = Verdict::first(alive);
         }
-        if alive && t.dead {
-            info!(host = %name, "host is alive again");
-        } else if !alive && !t.dead {
-            info!(host = %name, grace = ?dead_grace, "host declared dead by the failure detector");
+        t.verdict = match (t.verdict, alive) {
+            (Verdict::Dead, true) => {
+                info!(host = %name, "host is alive again");
+                Verdict::Alive
+            }
+            (Verdict::Alive, false) => {
+                info!(host = %name, grace = ?dead_grace, "host declared dead by the failure detector");
+                Verdict::Dead
+            }
+            (Verdict::NotYet, true) => Verdict::Alive,
+            (verdict, _) => verdict,
+        };
+        if t.heard_moved != Some(incarnation.moved_at) {
+            t.heard_moved = Some(incarnation.moved_at);
+            heard.set(
+                name,
+                SystemTime::now() - now.duration_since(incarnation.moved_at),
+            );
         }
-        t.dead = !alive;
-        heard.set(
-            name,
-            SystemTime::now() - now.duration_since(incarnation.moved_at),
-        );
         let suspect = alive && now.duration_since(incarnation.moved_at) > settings.suspect_after;
         let visible = incarnation
             .dead_since
