@@ -131,11 +131,15 @@ impl Gossip {
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V1,
         };
-        let initial: Vec<(String, String)> = config
+        let mut initial: Vec<(String, String)> = config
             .meta
             .iter()
             .map(|(k, v)| (format!("{META_PREFIX}{k}"), v.clone()))
             .collect();
+        if config.sources.is_empty() {
+            // Nothing to wait for: ready from the first gossip on.
+            initial.push((READY_KEY.to_owned(), "1".to_owned()));
+        }
         let handle = spawn_chitchat(
             chitchat_config,
             initial,
@@ -173,7 +177,7 @@ impl Gossip {
             heard.clone(),
             stop.clone(),
         ));
-        let publisher = Publisher::new(chitchat, wake, config.sources.clone()).await;
+        let publisher = Publisher::new(chitchat, wake, config.sources);
         Ok(Gossip {
             handle,
             directory,

@@ -59,15 +59,13 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher that marks the node ready once every source in
-    /// `awaiting` has settled (at once if there are none).
-    pub(crate) async fn new(
+    /// `awaiting` has settled (a node awaiting none starts ready: see
+    /// [`crate::Gossip::start`]).
+    pub(crate) fn new(
         chitchat: Arc<Mutex<Chitchat>>,
         wake: Arc<Notify>,
         awaiting: BTreeSet<Source>,
     ) -> Publisher {
-        if awaiting.is_empty() {
-            chitchat.lock().await.self_node_state().set(READY_KEY, "1");
-        }
         Publisher {
             chitchat,
             local: Arc::new(Mutex::new(Local {
