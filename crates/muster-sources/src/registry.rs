@@ -132,6 +132,18 @@ impl Registry {
         format!("{PUBLISHED_ID_PREFIX}{}", client_id(id))
     }
 
+    /// `record` under the id, host and source it is published with: its id
+    /// (its name when it has none) prefixed, this agent as host.
+    fn publish_form(&self, mut record: Record) -> Record {
+        if record.id.is_empty() {
+            record.id.clone_from(&record.name);
+        }
+        record.id = Registry::published_id(&record.id);
+        record.host = self.node_name.to_string();
+        record.source = Source::Registered;
+        record
+    }
+
     async fn call<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, RegistrationError>>) -> Command,
@@ -148,16 +160,7 @@ impl Registry {
 #[async_trait::async_trait]
 impl Registrar for Registry {
     fn as_published(&self, record: &Record) -> Record {
-        let mut published = record.clone();
-        let id = if record.id.is_empty() {
-            &record.name
-        } else {
-            &record.id
-        };
-        published.id = Registry::published_id(id);
-        published.host = self.node_name.to_string();
-        published.source = Source::Registered;
-        published
+        self.publish_form(record.clone())
     }
 
     /// Publishes `record` from this agent until `ttl` passes without a
@@ -167,17 +170,12 @@ impl Registrar for Registry {
     /// its record and restarts its TTL.
     async fn register(
         &self,
-        mut record: Record,
+        record: Record,
         ttl: Duration,
     ) -> Result<Registration, RegistrationError> {
         check_ttl(ttl)?;
-        if record.id.is_empty() {
-            record.id.clone_from(&record.name);
-        }
+        let mut record = self.publish_form(record);
         let id = client_id(&record.id).to_owned();
-        record.id = Registry::published_id(&id);
-        record.host = self.node_name.to_string();
-        record.source = Source::Registered;
         if record.started_at.is_none() {
             record.started_at = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
