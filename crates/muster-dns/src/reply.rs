@@ -216,12 +216,7 @@ pub(crate) fn answer(
     src: SocketAddr,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    let parsed = if question_is_compressed(packet) {
-        None
-    } else {
-        Request::from_bytes(packet.to_vec(), src, Protocol::Udp).ok()
-    };
-    let request = match parsed {
+    let request = match parse_udp(packet, src) {
         Some(request) => request,
         None => {
             let mut decoder = BinDecoder::new(packet);
@@ -245,10 +240,7 @@ pub(crate) fn answer(
 /// and its question, no records, so that a real client asks again over
 /// TCP. False (no reply) for a packet that does not parse.
 pub(crate) fn truncated(packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
-    if question_is_compressed(packet) {
-        return false;
-    }
-    let Ok(request) = Request::from_bytes(packet.to_vec(), src, Protocol::Udp) else {
+    let Some(request) = parse_udp(packet, src) else {
         return false;
     };
     let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -260,6 +252,15 @@ pub(crate) fn truncated(packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bo
         out,
     );
     true
+}
+
+/// The request in a UDP packet, `None` when it does not parse or its
+/// question is compressed (see [`question_is_compressed`]).
+fn parse_udp(packet: &[u8], src: SocketAddr) -> Option<Request> {
+    if question_is_compressed(packet) {
+        return None;
+    }
+    Request::from_bytes(packet.to_vec(), src, Protocol::Udp).ok()
 }
 
 /// Whether any question's name uses a compression pointer. muster takes

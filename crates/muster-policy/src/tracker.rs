@@ -84,11 +84,6 @@ impl Violations {
                 id: Arc::from(id),
             })
     }
-
-    /// Whether any record is kept out of DNS.
-    pub fn hides_any(&self) -> bool {
-        !self.hidden.is_empty()
-    }
 }
 
 /// Judges the directory by a policy, change by change.
