@@ -298,19 +298,6 @@ fn closed_by_peer(mut stream: &std::net::TcpStream) -> bool {
     false
 }
 
-/// One A question for `name`, with a fresh id; and the id.
-fn a_query(name: &str, id: u16) -> Vec<u8> {
-    use hickory_server::proto::op::{Message, Query};
-    use hickory_server::proto::rr::{Name, RecordType};
-    let mut query = Message::query();
-    query.metadata.id = id;
-    query.add_query(Query::query(
-        Name::from_ascii(name).expect("a valid name"),
-        RecordType::A,
-    ));
-    query.to_vec().expect("encodes")
-}
-
 /// What a reply was: (truncated, A records).
 fn read_reply(bytes: &[u8]) -> (bool, usize) {
     let reply = hickory_server::proto::op::Message::from_vec(bytes).expect("a DNS reply");

@@ -541,21 +541,69 @@ pub async fn http_get(addr: &str, path_and_query: &str) -> Option<HttpReply> {
     })
 }
 
+/// One A question for `name`, with message id `id`, encoded.
+#[allow(dead_code)]
+pub fn a_query(name: &str, id: u16) -> Vec<u8> {
+    use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::{Name, RecordType};
+    let mut query = Message::query();
+    query.metadata.id = id;
+    query.add_query(Query::query(
+        Name::from_ascii(name).expect("a valid name"),
+        RecordType::A,
+    ));
+    query.to_vec().expect("encodes")
+}
+
+/// What one A question got.
+#[derive(Debug, PartialEq)]
+pub enum Answered {
+    /// These IPv4 addresses (none: NXDOMAIN or NODATA).
+    A(Vec<String>),
+    /// No reply within the socket's read timeout.
+    Silence,
+}
+
+/// Asks `server` over UDP on `socket` for the A records of `name`; a late
+/// reply to an earlier question is skipped, not taken for this one.
+#[allow(dead_code)]
+pub fn ask_a(socket: &std::net::UdpSocket, server: &str, name: &str) -> Answered {
+    use hickory_server::proto::op::Message;
+    use hickory_server::proto::rr::RData;
+    static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) as u16;
+    if socket.send_to(&a_query(name, id), server).is_err() {
+        return Answered::Silence;
+    }
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok(n) = socket.recv(&mut buf) else {
+            return Answered::Silence;
+        };
+        let reply = Message::from_vec(&buf[..n]).expect("a DNS reply");
+        if reply.metadata.id != id {
+            continue;
+        }
+        return Answered::A(
+            reply
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
+}
+
 /// The first IPv4 address `server` answers for `name` (A, over UDP on
 /// `socket`), `None` when it answers none or does not answer in the
-/// socket's read timeout. For benches that poll fast (the tests use dig).
+/// socket's read timeout. For tests and benches that poll fast.
 #[allow(dead_code)]
 pub fn resolve_a(socket: &std::net::UdpSocket, server: &str, name: &str) -> Option<String> {
-    use hickory_server::proto::op::{Message, Query};
-    use hickory_server::proto::rr::{Name, RData, RecordType};
-    let mut query = Message::query();
-    query.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
-    socket.send_to(&query.to_vec().ok()?, server).ok()?;
-    let mut buf = [0u8; 1500];
-    let n = socket.recv(&mut buf).ok()?;
-    let reply = Message::from_vec(&buf[..n]).ok()?;
-    reply.answers.iter().find_map(|r| match &r.data {
-        RData::A(a) => Some(a.0.to_string()),
-        _ => None,
-    })
+    match ask_a(socket, server, name) {
+        Answered::A(ips) => ips.into_iter().next(),
+        Answered::Silence => None,
+    }
 }

@@ -160,44 +160,6 @@ async fn sigterm_stops_the_agent_promptly_and_cleanly() {
     assert!(a.log().contains("stopped"), "{}", a.log());
 }
 
-/// What one DNS question to an agent got.
-#[derive(Debug, PartialEq)]
-enum Answered {
-    /// These IPv4 addresses (none: NXDOMAIN or NODATA).
-    A(Vec<String>),
-    /// No reply within the socket's timeout.
-    Silence,
-}
-
-fn ask_a(socket: &std::net::UdpSocket, server: &str, name: &str) -> Answered {
-    use hickory_server::proto::op::{Message, Query};
-    use hickory_server::proto::rr::{Name, RData, RecordType};
-    let mut query = Message::query();
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let id = query.metadata.id;
-    socket.send_to(&query.to_vec().unwrap(), server).unwrap();
-    let mut buf = [0u8; 1500];
-    loop {
-        let Ok(n) = socket.recv(&mut buf) else {
-            return Answered::Silence;
-        };
-        let reply = Message::from_vec(&buf[..n]).expect("a DNS reply");
-        if reply.metadata.id != id {
-            continue; // a late reply to an earlier question
-        }
-        return Answered::A(
-            reply
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect(),
-        );
-    }
-}
-
 #[tokio::test]
 async fn restarts_by_kill_and_by_sigterm_never_leave_the_host_out_of_dns_or_grpc() {
     // b first, a (the restarted one, with records) and c joining through b,
