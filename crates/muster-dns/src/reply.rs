@@ -256,6 +256,7 @@ pub(crate) fn truncated(packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bo
 
 /// The request in a UDP packet, `None` when it does not parse or its
 /// question is compressed (see [`question_is_compressed`]).
+#[inline(always)]
 fn parse_udp(packet: &[u8], src: SocketAddr) -> Option<Request> {
     if question_is_compressed(packet) {
         return None;
