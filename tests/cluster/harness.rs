@@ -607,3 +607,16 @@ pub fn resolve_a(socket: &std::net::UdpSocket, server: &str, name: &str) -> Opti
         Answered::Silence => None,
     }
 }
+
+/// The value of one series of an agent's `/metrics` (e.g.
+/// `muster_gossip_rejected_total{reason="auth"}`), `None` if absent or the
+/// agent does not answer.
+#[allow(dead_code)]
+pub async fn metric(agent: &Agent, series: &str) -> Option<f64> {
+    let addr = format!("{}:{HTTP_PORT}", agent.spec.ip);
+    let reply = http_get(&addr, "/metrics").await?;
+    reply.body.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}

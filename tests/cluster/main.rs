@@ -14,4 +14,5 @@ mod netns;
 mod policy;
 mod prometheus;
 mod register;
+mod sealed_gossip;
 mod status_page;

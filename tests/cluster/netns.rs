@@ -38,9 +38,31 @@ fn soak() -> (Duration, usize) {
 }
 
 /// A set of hosts in network namespaces; everything is deleted on drop.
+/// Their agents gossip sealed, with one key made by `muster keygen`: the
+/// faults below are faults of the keyed cluster (an agent gossiping on a
+/// non-loopback address without a key refuses to start).
 pub struct Lab {
     bridge: String,
     hosts: Vec<String>,
+    keys: tempfile::TempDir,
+}
+
+/// Writes a key file of `muster keygen` keys (one per line) to `path`.
+pub fn write_keys(path: &std::path::Path, keys: &[String]) {
+    std::fs::write(path, keys.join("\n") + "\n").expect("write key file");
+}
+
+/// A new key from `muster keygen`.
+pub fn keygen() -> String {
+    let out = Command::new(muster_bin())
+        .arg("keygen")
+        .output()
+        .expect("muster keygen runs");
+    assert!(out.status.success(), "muster keygen: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
 }
 
 fn ip_cmd(args: &[&str]) -> Output {
@@ -67,7 +89,9 @@ impl Lab {
         let lab = Lab {
             hosts: (1..=n).map(|i| format!("{id}-h{i}")).collect(),
             bridge,
+            keys: tempfile::tempdir().expect("temp dir"),
         };
+        write_keys(&lab.key_file(), &[keygen()]);
         ip_cmd(&["netns", "add", &lab.bridge]);
         ip_cmd(&["-n", &lab.bridge, "link", "add", "br0", "type", "bridge"]);
         ip_cmd(&["-n", &lab.bridge, "link", "set", "br0", "up"]);
@@ -103,6 +127,11 @@ impl Lab {
             ip_cmd(&["-n", ns, "link", "set", "lo", "up"]);
         }
         lab
+    }
+
+    /// The gossip key file every agent of the lab reads.
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self.keys.path().join("gossip.key")
     }
 
     /// Host `i`'s address (0-based).
@@ -182,7 +211,8 @@ impl Lab {
     pub fn spec(&self, i: usize, records: &str) -> AgentSpec {
         let mut spec = AgentSpec::new(SUBNET, (i + 1) as u8, &format!("h{}", i + 1))
             .in_netns(self.ns(i))
-            .with_records(records);
+            .with_records(records)
+            .with_args(&["--gossip-key-file", &self.key_file().to_string_lossy()]);
         if i != 0 {
             spec.join.push(format!("{}:{GOSSIP_PORT}", self.ip(0)));
         }

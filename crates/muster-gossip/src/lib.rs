@@ -18,9 +18,12 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod keyring;
 mod metrics;
 mod publisher;
+mod seal;
 mod sync;
+mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -39,6 +42,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, READY_KEY, RECORD_PREFIX};
+pub use keyring::{
+    GossipKeys, KEY_LEN, KeyFileError, KeyLineError, Keyring, MAX_KEYS, generate_key,
+};
 pub use metrics::GossipMetrics;
 pub use publisher::{PublishReport, Publisher};
 
@@ -73,6 +79,9 @@ pub struct GossipConfig {
     pub sources: BTreeSet<Source>,
     /// Where to count datagrams, bytes and index updates.
     pub metrics: GossipMetrics,
+    /// The keyring that seals and opens every datagram; `None` gossips in
+    /// the clear (and drops sealed datagrams).
+    pub keys: Option<GossipKeys>,
 }
 
 /// Why gossip could not start.
@@ -143,7 +152,10 @@ impl Gossip {
         let handle = spawn_chitchat(
             chitchat_config,
             initial,
-            &metrics::CountingTransport(config.metrics.clone()),
+            &transport::GossipTransport {
+                metrics: config.metrics.clone(),
+                keys: config.keys.clone(),
+            },
         )
         .await
         .map_err(|e| GossipError::Start {

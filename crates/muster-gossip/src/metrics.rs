@@ -1,11 +1,7 @@
-//! Gossip metrics: datagrams and bytes in and out (counted by wrapping
-//! chitchat's UDP transport), and how long applying changes to the index
+//! Gossip metrics: datagrams and bytes in and out and datagrams dropped
+//! (counted by the transport), and how long applying changes to the index
 //! takes.
 
-use std::net::SocketAddr;
-
-use chitchat::ChitchatEnvelope;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,11 +13,39 @@ struct Direction {
     direction: &'static str,
 }
 
+/// Why the transport dropped a datagram.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// It did not authenticate under any key of the keyring (or was sealed
+    /// and this agent has none).
+    Auth,
+    /// Authentic, but seen before or meant for another agent.
+    Replay,
+    /// Not a chitchat message.
+    Malformed,
+}
+
+impl Rejection {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Rejection::Auth => "auth",
+            Rejection::Replay => "replay",
+            Rejection::Malformed => "malformed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 /// Gossip's metrics; cheap to clone (shared counters).
 #[derive(Clone, Debug)]
 pub struct GossipMetrics {
     packets: Family<Direction, Counter>,
     bytes: Family<Direction, Counter>,
+    rejected: Family<Reason, Counter>,
     pub(crate) apply_seconds: Histogram,
 }
 
@@ -30,6 +54,7 @@ impl Default for GossipMetrics {
         GossipMetrics {
             packets: Family::default(),
             bytes: Family::default(),
+            rejected: Family::default(),
             // 10 µs to ~0.3 s.
             apply_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 16)),
         }
@@ -49,6 +74,16 @@ impl GossipMetrics {
             "Gossip payload bytes sent (out) and received (in)",
             self.bytes.clone(),
         );
+        for reason in [Rejection::Auth, Rejection::Replay, Rejection::Malformed] {
+            let _ = self.rejected.get_or_create(&Reason {
+                reason: reason.label(),
+            });
+        }
+        registry.register(
+            "muster_gossip_rejected",
+            "Gossip datagrams dropped: auth (opens under no key), replay (seen before or meant for another agent), malformed",
+            self.rejected.clone(),
+        );
         registry.register(
             "muster_index_apply_duration_seconds",
             "Time to apply one batch of gossiped changes to the directory index",
@@ -56,51 +91,17 @@ impl GossipMetrics {
         );
     }
 
-    fn count(&self, direction: &'static str, bytes: usize) {
+    pub(crate) fn count(&self, direction: &'static str, bytes: usize) {
         let labels = Direction { direction };
         self.packets.get_or_create(&labels).inc();
         self.bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
-}
 
-/// chitchat's UDP transport, counting what passes.
-pub(crate) struct CountingTransport(pub GossipMetrics);
-
-#[async_trait::async_trait]
-impl Transport for CountingTransport {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let inner = UdpTransport.open(listen_addr).await?;
-        Ok(Box::new(CountingSocket {
-            inner,
-            metrics: self.0.clone(),
-        }))
-    }
-}
-
-struct CountingSocket {
-    inner: Box<dyn Socket>,
-    metrics: GossipMetrics,
-}
-
-#[async_trait::async_trait]
-impl Socket for CountingSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        envelope: ChitchatEnvelope,
-    ) -> anyhow::Result<SendOutcome> {
-        let outcome = self.inner.send(to, envelope).await?;
-        self.metrics.count("out", outcome.num_bytes_sent);
-        Ok(outcome)
-    }
-
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        let outcome = self.inner.recv().await?;
-        self.metrics.count("in", outcome.num_bytes_received);
-        Ok(outcome)
+    pub(crate) fn reject(&self, reason: Rejection) {
+        self.rejected
+            .get_or_create(&Reason {
+                reason: reason.label(),
+            })
+            .inc();
     }
 }

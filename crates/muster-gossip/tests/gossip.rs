@@ -43,6 +43,7 @@ fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
         meta: BTreeMap::new(),
         sources: BTreeSet::new(),
         metrics: Default::default(),
+        keys: None,
     }
 }
 

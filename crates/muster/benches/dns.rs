@@ -69,7 +69,7 @@ fn start_muster(dir: &Path, ip: &str) -> Child {
             "bench",
             "--no-docker",
         ])
-        .args(["--gossip-addr", &format!("{ip}:7946")])
+        .args(["--gossip-addr", &format!("{ip}:7946"), "--insecure-gossip"])
         .args(["--dns-addr", &format!("{ip}:{DNS_PORT}")])
         .args([
             "--grpc-addr",

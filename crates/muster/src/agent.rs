@@ -14,7 +14,9 @@ use muster_api::{
     DirectoryService, GrpcMetrics, GrpcServer, HttpState, register_directory_metrics, serve_http,
 };
 use muster_dns::{DnsConfig, DnsMetrics, DnsServer, Handler};
-use muster_gossip::{Gossip, GossipConfig, GossipMetrics, PublishReport, Publisher};
+use muster_gossip::{
+    Gossip, GossipConfig, GossipKeys, GossipMetrics, Keyring, PublishReport, Publisher,
+};
 use muster_policy::{Policy, PolicyEngine};
 use muster_sources::SourceUpdate;
 use muster_sources::docker::{DockerMetrics, DockerSource, DockerStatus};
@@ -43,6 +45,23 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Some(path) => Some(static_file::load(path)?),
         None => None,
     };
+
+    // So does a bad gossip key file.
+    let gossip_keys = match &config.gossip_key_file {
+        Some(path) => Some(GossipKeys::new(Keyring::load(path)?)),
+        None => None,
+    };
+    match &gossip_keys {
+        Some(keys) => {
+            info!(keys = ?keys.ids(), "gossip is sealed; the first key seals, every key opens")
+        }
+        None => warn!(
+            gossip = %config.gossip_addr,
+            "GOSSIP IS NOT ENCRYPTED OR AUTHENTICATED: whoever can send a datagram to the gossip \
+             address can rewrite the directory. Make a key with `muster keygen > FILE` and give \
+             every agent --gossip-key-file FILE"
+        ),
+    }
 
     // So does a bad token file.
     let write_token = match &config.api_token_file {
@@ -95,6 +114,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .flatten()
             .collect::<BTreeSet<_>>(),
             metrics: gossip_metrics.clone(),
+            keys: gossip_keys.clone(),
         },
         &shutdown,
     )
@@ -122,6 +142,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let mut metrics = prometheus_client::registry::Registry::default();
     gossip_metrics.register(&mut metrics);
+    if let Some(keys) = &gossip_keys {
+        keys.register(&mut metrics);
+    }
     dns_metrics.register(&mut metrics);
     docker_metrics.register(&mut metrics);
     grpc_metrics.register(&mut metrics);
@@ -276,7 +299,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                         Err(e) => error!(error = %e, "naming policy not reloaded; the previous one stays"),
                     }
                 }
-                if config.static_file.is_none() && config.policy.is_none() {
+                if let (Some(path), Some(keys)) = (&config.gossip_key_file, &gossip_keys) {
+                    match Keyring::load(path) {
+                        Ok(ring) => {
+                            info!(keys = ?ring.ids(), "SIGHUP: gossip keys reloaded");
+                            keys.replace(ring);
+                        }
+                        Err(e) => error!(error = %e, "gossip keys not reloaded; the previous ones stay"),
+                    }
+                }
+                if config.static_file.is_none()
+                    && config.policy.is_none()
+                    && config.gossip_key_file.is_none()
+                {
                     info!("SIGHUP: nothing to reload");
                 }
             }

@@ -153,6 +153,18 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_API_TOKEN_FILE", value_name = "PATH")]
     pub api_token_file: Option<PathBuf>,
 
+    /// Gossip key file: one or more keys, one per line, each the base64 of
+    /// 32 random bytes (make one with `muster keygen`). The first seals every
+    /// datagram sent, every one opens; re-read on SIGHUP. Required when the
+    /// gossip address is not a loopback address (see --insecure-gossip)
+    #[arg(long, env = "MUSTER_GOSSIP_KEY_FILE", value_name = "PATH")]
+    pub gossip_key_file: Option<PathBuf>,
+
+    /// Gossip in the clear on a non-loopback address: anyone who can send
+    /// it a datagram can then rewrite the directory
+    #[arg(long, env = "MUSTER_INSECURE_GOSSIP", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure_gossip: Option<bool>,
+
     /// Naming policy file (TOML, `[[rule]]` tables), re-read on SIGHUP;
     /// give every agent the same one. Example: --policy deploy/policy.toml
     #[arg(long, env = "MUSTER_POLICY", value_name = "PATH")]
@@ -220,6 +232,8 @@ pub struct AgentConfig {
     pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
+    pub gossip_key_file: Option<PathBuf>,
+    pub insecure_gossip: bool,
     pub max_watchers: usize,
     pub register_conflicts: muster_api::RegisterConflicts,
     pub policy: Option<PathBuf>,
@@ -314,6 +328,8 @@ impl AgentArgs {
             reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
             api_token_file: self.api_token_file.or(file.api_token_file),
+            gossip_key_file: self.gossip_key_file.or(file.gossip_key_file),
+            insecure_gossip: pick!(insecure_gossip, false),
             max_watchers: pick!(max_watchers, muster_api::DEFAULT_MAX_WATCHERS),
             register_conflicts: match pick!(register_conflicts, RegisterConflicts::Allow) {
                 RegisterConflicts::Allow => muster_api::RegisterConflicts::Allow,
@@ -387,6 +403,18 @@ impl AgentConfig {
             bail!(
                 "advertise address {} is unspecified: other agents cannot reach it; set --advertise-addr",
                 self.advertise_addr
+            );
+        }
+        if self.gossip_key_file.is_none()
+            && !self.insecure_gossip
+            && !self.gossip_addr.ip().is_loopback()
+        {
+            bail!(
+                "gossip address {} is not a loopback address and there is no gossip key: \
+                 anyone who can reach it could rewrite the directory. Make a key with \
+                 `muster keygen > gossip.key`, give every agent that file with \
+                 --gossip-key-file, or pass --insecure-gossip to gossip in the clear",
+                self.gossip_addr
             );
         }
         if self.gossip_interval < Duration::from_millis(10)

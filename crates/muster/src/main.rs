@@ -112,6 +112,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a new gossip key: the base64 of 32 random bytes, one line of a
+    /// --gossip-key-file.
+    ///
+    /// Example: muster keygen > /etc/muster/gossip.key
+    Keygen,
 }
 
 fn main() -> ExitCode {
@@ -170,6 +175,16 @@ fn main() -> ExitCode {
             client,
         } => finish(runtime.block_on(client::violations(&rule, watch, &client))),
         Command::Members { client } => finish(runtime.block_on(client::members(&client))),
+        Command::Keygen => match muster_gossip::generate_key() {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("muster keygen: no random bytes from the operating system: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -1,0 +1,231 @@
+//! The UDP transport chitchat gossips over: seals every datagram it sends
+//! and opens every datagram it receives when the agent has a keyring (see
+//! [`crate::seal`]), so chitchat never decodes a byte that did not
+//! authenticate; counts datagrams, bytes and what it drops.
+//!
+//! Without a keyring it sends chitchat's plain encoding, and drops sealed
+//! datagrams (a keyed agent's) with a warning: a keyed and an unkeyed agent
+//! never exchange state, and both say why.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+use chitchat::{ChitchatEnvelope, ChitchatMessage, MAX_UDP_DATAGRAM_PAYLOAD_SIZE};
+
+use crate::keyring::GossipKeys;
+use crate::metrics::{GossipMetrics, Rejection};
+use crate::seal::{self, Refused, Session, Windows};
+
+/// Most sender sessions (and reply addresses) remembered.
+const MAX_PEERS: usize = 16_384;
+/// At most one warning per reason in this long.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Opens [`GossipSocket`]s.
+pub(crate) struct GossipTransport {
+    pub metrics: GossipMetrics,
+    pub keys: Option<GossipKeys>,
+}
+
+#[async_trait::async_trait]
+impl Transport for GossipTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = tokio::net::UdpSocket::bind(listen_addr)
+            .await
+            .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?;
+        let mut session = [0u8; 16];
+        getrandom::fill(&mut session).context("no random source for the gossip session")?;
+        Ok(Box::new(GossipSocket {
+            socket,
+            keys: self.keys.clone(),
+            metrics: self.metrics.clone(),
+            session: Session::from_be_bytes(session).max(1),
+            counter: 0,
+            windows: Windows::new(MAX_PEERS),
+            sessions_by_addr: HashMap::new(),
+            send_buf: Vec::with_capacity(MAX_UDP_DATAGRAM_PAYLOAD_SIZE),
+            recv_buf: vec![0; MAX_UDP_DATAGRAM_PAYLOAD_SIZE].into_boxed_slice(),
+            warned: HashMap::new(),
+        }))
+    }
+}
+
+struct GossipSocket {
+    socket: tokio::net::UdpSocket,
+    keys: Option<GossipKeys>,
+    metrics: GossipMetrics,
+    /// This run's session: names this agent as sender and as destination.
+    session: Session,
+    /// Datagrams sealed so far in this session.
+    counter: u64,
+    windows: Windows,
+    /// The session last heard from each address: replies go to it.
+    sessions_by_addr: HashMap<SocketAddr, Session>,
+    send_buf: Vec<u8>,
+    recv_buf: Box<[u8]>,
+    /// When each cause was last warned about, and how many since.
+    warned: HashMap<&'static str, (Option<Instant>, u64)>,
+}
+
+fn is_transient_io_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::OutOfMemory
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+#[async_trait::async_trait]
+impl Socket for GossipSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.socket
+            .local_addr()
+            .context("failed to get UDP socket address")
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        self.send_buf.clear();
+        match &self.keys {
+            None => envelope.serialize(&mut self.send_buf),
+            Some(keys) => {
+                self.send_buf.resize(seal::HEADER_LEN, 0);
+                envelope.serialize(&mut self.send_buf);
+                // A Syn opens an exchange: whoever answers at `to` may be a
+                // new run. Everything else answers a datagram just heard.
+                let dest = match envelope.message {
+                    ChitchatMessage::Syn { .. } => 0,
+                    _ => self.sessions_by_addr.get(&to).copied().unwrap_or(0),
+                };
+                let ring = keys.current();
+                seal::seal(
+                    ring.primary(),
+                    self.session,
+                    self.counter,
+                    dest,
+                    &mut self.send_buf,
+                );
+                self.counter += 1;
+            }
+        }
+        let num_bytes_sent = self
+            .socket
+            .send_to(&self.send_buf, to)
+            .await
+            .context("failed to send chitchat message to peer")?;
+        self.metrics.count("out", num_bytes_sent);
+        Ok(SendOutcome { num_bytes_sent })
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            let (len, from) = match self.socket.recv_from(&mut self.recv_buf).await {
+                Ok(received) => received,
+                Err(err) if is_transient_io_error(&err) => {
+                    tracing::warn!(error = %err, "transient UDP recv error");
+                    continue;
+                }
+                Err(err) => return Err(err).context("fatal UDP recv error"),
+            };
+            self.metrics.count("in", len);
+            match self.admit(from, len) {
+                Ok(envelope) => {
+                    return Ok(RecvOutcome {
+                        from_addr: from,
+                        envelope,
+                        num_bytes_received: len,
+                    });
+                }
+                Err((reason, why)) => {
+                    self.metrics.reject(reason);
+                    self.warn(reason, from, why);
+                }
+            }
+        }
+    }
+}
+
+impl GossipSocket {
+    /// Opens (if keyed) and decodes the datagram in `recv_buf[..len]`.
+    fn admit(
+        &mut self,
+        from: SocketAddr,
+        len: usize,
+    ) -> Result<ChitchatEnvelope, (Rejection, &'static str)> {
+        let buf = &mut self.recv_buf[..len];
+        let Some(keys) = &self.keys else {
+            if buf.first() == Some(&seal::FORMAT) {
+                return Err((
+                    Rejection::Auth,
+                    "a sealed datagram, but this agent has no gossip key (--gossip-key-file)",
+                ));
+            }
+            return decode(buf);
+        };
+        let opened = seal::open(&keys.current(), buf).map_err(|refused| {
+            let why = match refused {
+                Refused::NotSealed => {
+                    "not sealed: the sender has no gossip key, or is not a muster agent"
+                }
+                Refused::UnknownKey => "sealed with a key not in this agent's key file",
+                Refused::Forged => "does not authenticate under the key it names",
+            };
+            (Rejection::Auth, why)
+        })?;
+        if opened.to != 0 && opened.to != self.session {
+            return Err((
+                Rejection::Replay,
+                "addressed to another agent, or to an earlier run of this one",
+            ));
+        }
+        let envelope = decode(&buf[seal::HEADER_LEN..len - (seal::OVERHEAD - seal::HEADER_LEN)])?;
+        if opened.to == 0 && !matches!(envelope.message, ChitchatMessage::Syn { .. }) {
+            return Err((Rejection::Replay, "an answer addressed to nobody"));
+        }
+        // Only now, with the datagram authentic and decoded, does it count
+        // against the window: a forgery cannot use up a counter.
+        if !self.windows.accept(opened.from, opened.counter) {
+            return Err((
+                Rejection::Replay,
+                "a counter this agent has accepted before",
+            ));
+        }
+        if self.sessions_by_addr.len() >= MAX_PEERS && !self.sessions_by_addr.contains_key(&from) {
+            self.sessions_by_addr.clear();
+        }
+        self.sessions_by_addr.insert(from, opened.from);
+        Ok(envelope)
+    }
+
+    /// Logs a dropped datagram, at most once per cause every
+    /// [`WARN_EVERY`], with how many went unmentioned since.
+    fn warn(&mut self, reason: Rejection, from: SocketAddr, why: &'static str) {
+        let now = Instant::now();
+        let (last, quiet) = self.warned.entry(why).or_default();
+        if last.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+            *quiet += 1;
+            return;
+        }
+        tracing::warn!(
+            reason = reason.label(),
+            %from,
+            dropped_since_last_warning = *quiet,
+            "gossip datagram dropped: {why}"
+        );
+        *last = Some(now);
+        *quiet = 0;
+    }
+}
+
+fn decode(mut buf: &[u8]) -> Result<ChitchatEnvelope, (Rejection, &'static str)> {
+    ChitchatEnvelope::deserialize(&mut buf)
+        .map_err(|_| (Rejection::Malformed, "not a chitchat message"))
+}
