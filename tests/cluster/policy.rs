@@ -25,7 +25,7 @@ fn write_policy(dir: &Path, file: &str, text: &str) -> PathBuf {
 }
 
 /// `muster violations -o json` on `agent`: (rule, name, host) triples.
-fn violations(agent: &Agent) -> (Vec<(String, String, String)>, serde_json::Value) {
+pub fn violations(agent: &Agent) -> (Vec<(String, String, String)>, serde_json::Value) {
     let out = muster_cli(&["violations", "-o", "json", "--addr", &agent.grpc_addr()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));

@@ -89,13 +89,7 @@ async fn an_agent_without_the_key_or_with_another_one_can_neither_learn_nor_inje
     let a =
         Agent::start(spec(&block, 1, "a", Some(&key)).with_records(&web_records("10.0.0.5"))).await;
     let b = Agent::start(spec(&block, 2, "b", Some(&key)).joining(&a.spec)).await;
-    // c also names, as a seed, the address the unkeyed intruder will use:
-    // the intruder then hears sealed datagrams, and must say why it drops
-    // them.
-    let plain_spec = spec(&block, 4, "a", None);
-    let mut c_spec = spec(&block, 3, "c", Some(&key)).joining(&a.spec);
-    c_spec.join.push(plain_spec.gossip_addr());
-    let c = Agent::start(c_spec).await;
+    let c = Agent::start(spec(&block, 3, "c", Some(&key)).joining(&a.spec)).await;
     for agent in [&a, &b, &c] {
         eventually(Duration::from_secs(10), "web-1 everywhere", || async {
             (agent.lookup("web-1").await.len() == 1).then_some(())
@@ -116,6 +110,10 @@ async fn an_agent_without_the_key_or_with_another_one_can_neither_learn_nor_inje
             .with_records(&forged),
     )
     .await;
+    // A keyed agent whose only seed is the unkeyed one gossips to it every
+    // round: the unkeyed one hears sealed datagrams, and says why it drops
+    // them (as b says why it drops the unkeyed one's).
+    let lonely = Agent::start(spec(&block, 6, "d", Some(&key)).joining(&plain.spec)).await;
     let keyed = Agent::start(
         spec(&block, 5, "a", Some(&other_key))
             .joining(&b.spec)
@@ -150,11 +148,16 @@ async fn an_agent_without_the_key_or_with_another_one_can_neither_learn_nor_inje
         logs.contains("sealed with a key not in this agent's key file"),
         "{logs}"
     );
-    let plain_log = plain.log();
-    assert!(
-        plain_log.contains("this agent has no gossip key"),
-        "{plain_log}"
-    );
+    let plain_log = eventually(
+        Duration::from_secs(5),
+        "the unkeyed agent says why",
+        || async {
+            let log = plain.log();
+            log.contains("this agent has no gossip key").then_some(log)
+        },
+    )
+    .await;
+    assert_eq!(lonely.members().await.len(), 1, "it met no one");
     assert!(
         plain_log.matches("GOSSIP IS NOT ENCRYPTED").count() == 1,
         "one loud warning at start: {plain_log}"
@@ -520,4 +523,139 @@ async fn gossip_off_loopback_needs_a_key_or_an_explicit_insecure_flag() {
         1,
         "{started}"
     );
+}
+
+#[tokio::test]
+async fn two_running_agents_with_one_node_name_are_a_conflict_and_the_first_keeps_its_records() {
+    let block = loopback_block();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("gossip.key");
+    write_keys(&key, &[keygen()]);
+    let a =
+        Agent::start(spec(&block, 1, "a", Some(&key)).with_records(&web_records("10.0.0.5"))).await;
+    let b = Agent::start(spec(&block, 2, "b", Some(&key)).joining(&a.spec)).await;
+    eventually(
+        Duration::from_secs(10),
+        "web-1 on b, a and b alive",
+        || async {
+            let settled =
+                b.lookup("web-1").await.len() == 1 && agent_members_alive(&[&a, &b]).await;
+            settled.then_some(())
+        },
+    )
+    .await;
+
+    // A clone of a (same name, same key, another address) starts later.
+    let forged =
+        web_records("6.6.6.6") + "[[record]]\nname = \"billing-db\"\naddresses = [\"6.6.6.7\"]\n";
+    let mut clone = Agent::start(
+        spec(&block, 3, "a", Some(&key))
+            .joining(&b.spec)
+            .with_records(&forged),
+    )
+    .await;
+    let everyone = [&a, &b, &clone];
+    // The agents that ran before the clone never serve its records; the
+    // clone itself serves a's once it has heard a's heartbeat move (a gossip
+    // round or two), and from then on every agent makes the same choice.
+    eventually(
+        Duration::from_secs(5),
+        "the clone serves a's records",
+        || async { FirstKeeps.check(&clone).await.ok() },
+    )
+    .await;
+    throughout(
+        "the first keeps its records",
+        Duration::from_secs(3),
+        &everyone,
+        FirstKeeps,
+    )
+    .await;
+    for agent in everyone {
+        eventually(
+            Duration::from_secs(10),
+            "a conflict on every agent",
+            || async {
+                let claimants: Vec<v1::Member> = agent
+                    .members()
+                    .await
+                    .into_iter()
+                    .filter(|m| m.name == "a")
+                    .collect();
+                let both = claimants.len() == 2
+                    && claimants
+                        .iter()
+                        .all(|m| m.liveness == v1::Liveness::Conflict as i32);
+                both.then_some(())
+            },
+        )
+        .await;
+    }
+    for agent in everyone {
+        let members = agent.members().await;
+        let serving: Vec<&v1::Member> = members
+            .iter()
+            .filter(|m| m.name == "a" && m.visible)
+            .collect();
+        assert_eq!(serving.len(), 1, "on {}", agent.spec.name);
+        assert_eq!(
+            serving[0].gossip_addr,
+            a.spec.gossip_addr(),
+            "on {}",
+            agent.spec.name
+        );
+        eventually(
+            Duration::from_secs(10),
+            "a duplicate-node violation",
+            || async {
+                let (found, _) = crate::policy::violations(agent);
+                found
+                    .contains(&("duplicate-node".into(), "a".into(), "a".into()))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    assert!(
+        b.log().contains("two running agents claim one node name"),
+        "{}",
+        b.log()
+    );
+
+    // The clone stops: once the failure detector calls it dead, the
+    // conflict is over, and a's records never moved.
+    clone.kill();
+    for agent in [&a, &b] {
+        eventually(Duration::from_secs(20), "the conflict over", || async {
+            let (found, _) = crate::policy::violations(agent);
+            let members = agent.members().await;
+            let over = !found.iter().any(|v| v.0 == "duplicate-node")
+                && members.iter().filter(|m| m.name == "a").count() == 1;
+            over.then_some(())
+        })
+        .await;
+        FirstKeeps.check(agent).await.unwrap();
+    }
+}
+
+/// `web-1` answers a's address alone, `billing-db` nothing.
+struct FirstKeeps;
+
+impl AsyncCheck for FirstKeeps {
+    async fn check(&self, agent: &Agent) -> Result<(), String> {
+        let socket = std::net::UdpSocket::bind(format!("{}:0", agent.spec.ip)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let server = format!("{}:{DNS_PORT}", agent.spec.ip);
+        let web = ask_a(&socket, &server, "web-1.muster");
+        if web != Answered::A(vec!["10.0.0.5".into()]) {
+            return Err(format!("web-1 answers {web:?}"));
+        }
+        let billing = ask_a(&socket, &server, "billing-db.muster");
+        if billing != Answered::A(vec![]) {
+            return Err(format!("billing-db answers {billing:?}"));
+        }
+        Ok(())
+    }
 }

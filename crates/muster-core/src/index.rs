@@ -80,6 +80,9 @@ pub enum Liveness {
     /// Declared dead by the failure detector; its records stay visible
     /// until the dead grace has passed.
     Dead,
+    /// One of several running agents that claim the same node name: only
+    /// the first generation's records are in the directory.
+    Conflict,
 }
 
 impl Liveness {
@@ -90,6 +93,7 @@ impl Liveness {
             Liveness::Alive => "alive",
             Liveness::Suspect => "suspect",
             Liveness::Dead => "dead",
+            Liveness::Conflict => "conflict",
         }
     }
 }

@@ -14,6 +14,9 @@
 //! it is ready (it has published every source's first full set), or once
 //! the earlier incarnation is dead past the grace; until then the earlier
 //! incarnation keeps answering, so a restart never blanks the host out.
+//! Two incarnations whose heartbeats both keep moving are two agents
+//! claiming one name: a conflict, in which the first generation keeps its
+//! records and the other's are not indexed.
 
 #![warn(missing_docs)]
 
@@ -183,6 +186,7 @@ impl Gossip {
                 dead_grace: config.dead_grace,
                 tick: config.gossip_interval.min(Duration::from_millis(100)),
                 suspect_after: config.gossip_interval * 3,
+                conflict_after: config.gossip_interval * 6,
                 metrics: config.metrics.clone(),
             },
             revisions_tx,

@@ -18,7 +18,7 @@ use chitchat::{Chitchat, ChitchatId, NodeState};
 use muster_core::{Change, LastHeard, Liveness, Member, Snapshot};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::codec::{META_PREFIX, READY_KEY, RECORD_PREFIX, decode};
 
@@ -27,6 +27,9 @@ pub(crate) struct Settings {
     pub tick: Duration,
     /// A live node whose heartbeat has not moved for this long is suspect.
     pub suspect_after: Duration,
+    /// Two incarnations of one name whose heartbeats both move for this
+    /// long are two agents claiming one name (see [`Claim`]).
+    pub conflict_after: Duration,
     pub metrics: crate::GossipMetrics,
 }
 
@@ -89,7 +92,10 @@ struct Incarnation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Standing {
     generation: u64,
-    /// Its heartbeat moved within `suspect_after`.
+    /// The failure detector calls it alive.
+    alive: bool,
+    /// Alive, and its heartbeat moved within `suspect_after`: an agent is
+    /// running it right now.
     fresh: bool,
     /// It gossiped [`READY_KEY`]: its initial records are all there.
     ready: bool,
@@ -98,32 +104,83 @@ struct Standing {
 }
 
 /// Which of one node name's incarnations the directory shows (an index
-/// into `all`, which is not empty).
+/// into `all`, which is not empty), given whether the name is in
+/// `conflict` (see [`Claim`]).
 ///
 /// The rules, in order:
-/// 1. The best is the newest generation among incarnations not dead past
-///    the grace whose heartbeat still moves, else among those not dead
-///    past the grace, else the newest. Generations are start times: an
-///    agent restarted with its clock set back has a smaller one, and must
-///    still replace its silent predecessor.
-/// 2. If the best is ready, it counts.
-/// 3. Else an incarnation that is ready and not dead past the grace keeps
+/// 1. In a conflict, the first generation of those the failure detector
+///    calls alive counts, ready or not: every agent makes the same choice,
+///    and an agent started later with a name already taken (a cloned VM, a
+///    copied config) never takes over the records of the one running.
+/// 2. The best is the first generation among incarnations whose heartbeat
+///    still moves (so a restart takes over once its predecessor's heartbeat
+///    has stopped for `suspect_after`), else the newest among those not
+///    dead past the grace, else the newest. Generations are start times:
+///    an agent restarted with its clock set back has a smaller one, and
+///    must still replace its silent predecessor.
+/// 3. If the best is ready, it counts.
+/// 4. Else an incarnation that is ready and not dead past the grace keeps
 ///    counting (the best of them by the same order): a restarted agent
 ///    takes over only once it has published its initial records, so its
 ///    host never drops out of the directory in between.
-/// 4. Else the best counts, ready or not.
-fn counted(all: &[Standing]) -> usize {
-    let rank = |s: &Standing| (!s.expired, s.fresh, s.generation);
+/// 5. Else the best counts, ready or not.
+fn counted(all: &[Standing], conflict: bool) -> usize {
+    let first_of = |keep: &dyn Fn(&Standing) -> bool| {
+        (0..all.len())
+            .filter(|&i| keep(&all[i]))
+            .min_by_key(|&i| all[i].generation)
+    };
+    if conflict && let Some(first) = first_of(&|s| s.alive && !s.expired) {
+        return first;
+    }
+    let rank = |s: &Standing| (!s.expired, s.generation);
     let best_of = |keep: &dyn Fn(&Standing) -> bool| {
         (0..all.len())
             .filter(|&i| keep(&all[i]))
             .max_by_key(|&i| rank(&all[i]))
     };
-    let best = best_of(&|_| true).expect("a node name has at least one incarnation");
+    let by_order = |keep: &dyn Fn(&Standing) -> bool| {
+        first_of(&|s| keep(s) && s.fresh && !s.expired).or_else(|| best_of(keep))
+    };
+    let best = by_order(&|_| true).expect("a node name has at least one incarnation");
     if all[best].ready {
         return best;
     }
-    best_of(&|s| s.ready && !s.expired).unwrap_or(best)
+    by_order(&|s| s.ready && !s.expired).unwrap_or(best)
+}
+
+/// Whether one node name is claimed by more than one running agent.
+///
+/// Two incarnations whose heartbeats both move are normal for a moment: a
+/// restart, until the old heartbeat is seen to stop. When that lasts past
+/// the `debounce`, two agents run with one name: a conflict, which lasts
+/// until the failure detector calls all but one of them dead (a heartbeat
+/// that looks still for a moment, through loss, does not end it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Claim {
+    /// Since when more than one incarnation's heartbeat has moved.
+    overlap_since: Option<Instant>,
+    conflict: bool,
+}
+
+impl Claim {
+    /// Notes one look: how many incarnations are `fresh` and how many the
+    /// failure detector calls `alive`. Returns whether the name is in
+    /// conflict now.
+    fn note(&mut self, fresh: usize, alive: usize, now: Instant, debounce: Duration) -> bool {
+        if fresh >= 2 {
+            let since = *self.overlap_since.get_or_insert(now);
+            if now.duration_since(since) >= debounce {
+                self.conflict = true;
+            }
+        } else {
+            self.overlap_since = None;
+        }
+        if alive < 2 {
+            self.conflict = false;
+        }
+        self.conflict
+    }
 }
 
 /// What was copied out of chitchat for one node in one look.
@@ -147,6 +204,7 @@ pub(crate) async fn run(
 ) {
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut incarnations: Incarnations = HashMap::new();
+    let mut claims: HashMap<String, Claim> = HashMap::new();
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -162,6 +220,7 @@ pub(crate) async fn run(
             look(
                 &chitchat,
                 &mut tracked,
+                &mut claims,
                 &incarnations,
                 &settings,
                 &heard,
@@ -254,9 +313,11 @@ fn note_incarnations(chitchat: &Chitchat, incarnations: &mut Incarnations, now: 
 
 /// One look at the cluster under the chitchat lock. Returns, per host whose
 /// indexed records must change, what to change, and the member list.
+#[allow(clippy::too_many_arguments)]
 fn look(
     chitchat: &Chitchat,
     tracked: &mut HashMap<String, Tracked>,
+    claims: &mut HashMap<String, Claim>,
     incarnations: &Incarnations,
     settings: &Settings,
     heard: &LastHeard,
@@ -283,20 +344,57 @@ fn look(
         keep
     });
     heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
+    claims.retain(|name, _| by_name.contains_key(name.as_str()));
     let mut members = Vec::with_capacity(by_name.len());
-    for (name, all) in by_name {
+    for (name, mut all) in by_name {
+        all.sort_by_key(|(id, _, _)| id.generation_id);
         let standings: Vec<Standing> = all
             .iter()
-            .map(|(id, state, i)| Standing {
-                generation: id.generation_id,
-                fresh: now.duration_since(i.moved_at) <= settings.suspect_after,
-                ready: state.get(READY_KEY).is_some(),
-                expired: i
-                    .dead_since
-                    .is_some_and(|since| now.duration_since(since) >= dead_grace),
+            .map(|(id, state, i)| {
+                let alive = i.dead_since.is_none();
+                Standing {
+                    generation: id.generation_id,
+                    alive,
+                    fresh: alive && now.duration_since(i.moved_at) <= settings.suspect_after,
+                    ready: state.get(READY_KEY).is_some(),
+                    expired: i
+                        .dead_since
+                        .is_some_and(|since| now.duration_since(since) >= dead_grace),
+                }
             })
             .collect();
-        let (id, state, incarnation) = all[counted(&standings)];
+        let claim = claims.entry(name.to_owned()).or_default();
+        let was_conflict = claim.conflict;
+        let conflict = claim.note(
+            standings.iter().filter(|s| s.fresh && !s.expired).count(),
+            standings.iter().filter(|s| s.alive && !s.expired).count(),
+            now,
+            settings.conflict_after,
+        );
+        let chosen = counted(&standings, conflict);
+        if conflict && !was_conflict {
+            let others: Vec<String> = all
+                .iter()
+                .zip(&standings)
+                .enumerate()
+                .filter(|(i, (_, s))| *i != chosen && s.alive && !s.expired)
+                .map(|(_, ((id, _, _), _))| {
+                    format!(
+                        "{} (generation {})",
+                        id.gossip_advertise_addr, id.generation_id
+                    )
+                })
+                .collect();
+            error!(
+                host = %name,
+                serving = %format!("{} (generation {})", all[chosen].0.gossip_advertise_addr, all[chosen].0.generation_id),
+                ignored = %others.join(", "),
+                "two running agents claim one node name: the first keeps its records, the other's are not indexed; give each agent a node name of its own"
+            );
+        } else if was_conflict && !conflict {
+            info!(host = %name, "node name conflict over: one agent claims it");
+        }
+        let (id, state, incarnation) = all[chosen];
         let alive = incarnation.dead_since.is_none();
         let t = tracked.entry(name.to_owned()).or_insert_with(|| {
             info!(host = %name, generation = id.generation_id, "host discovered");
@@ -368,6 +466,7 @@ fn look(
             name: name.to_owned(),
             gossip_addr: id.gossip_advertise_addr,
             liveness: match (alive, incarnation.ever_alive) {
+                _ if conflict => Liveness::Conflict,
                 (true, _) if suspect => Liveness::Suspect,
                 (true, _) => Liveness::Alive,
                 (false, false) if visible => Liveness::Joining,
@@ -378,6 +477,23 @@ fn look(
             visible,
             meta: t.meta.clone(),
         });
+        if conflict {
+            // The other claimants, shown but not indexed.
+            for (i, (other, state, _)) in all.iter().enumerate() {
+                if i == chosen || !standings[i].alive || standings[i].expired {
+                    continue;
+                }
+                members.push(Member {
+                    name: name.to_owned(),
+                    gossip_addr: other.gossip_advertise_addr,
+                    liveness: Liveness::Conflict,
+                    generation: other.generation_id,
+                    records: state.iter_prefix(RECORD_PREFIX).count(),
+                    visible: false,
+                    meta: meta_of(state),
+                });
+            }
+        }
     }
     (copied, members)
 }
@@ -433,6 +549,7 @@ mod tests {
     fn up(generation: u64) -> Standing {
         Standing {
             generation,
+            alive: true,
             fresh: true,
             ready: true,
             expired: false,
@@ -450,13 +567,14 @@ mod tests {
     fn expired(s: Standing) -> Standing {
         Standing {
             expired: true,
+            alive: false,
             ..silent(s)
         }
     }
 
-    /// `all[expected]` is the incarnation that counts.
+    /// `all[expected]` is the incarnation that counts, in no conflict.
     fn check(all: &[Standing], expected: usize) {
-        assert_eq!(counted(all), expected, "among {all:#?}");
+        assert_eq!(counted(all, false), expected, "among {all:#?}");
     }
 
     #[test]
@@ -498,9 +616,61 @@ mod tests {
     }
 
     #[test]
-    fn of_two_live_incarnations_the_newest_ready_one_counts() {
-        check(&[up(1), up(2)], 1);
+    fn of_two_incarnations_whose_heartbeats_move_the_first_keeps_counting_until_its_stops() {
+        // A restart's first moments, or two agents with one name.
+        check(&[up(1), up(2)], 0);
+        check(&[up(2), up(1)], 1);
         check(&[up(1), unready(up(2))], 0);
+        // The first one's heartbeat stopped: the restart takes over.
+        check(&[silent(up(1)), up(2)], 1);
+    }
+
+    #[test]
+    fn in_a_conflict_the_first_alive_generation_counts_even_when_its_heartbeat_looks_still() {
+        // Loss hides a heartbeat for a moment: the choice stays.
+        let all = [silent(up(1)), up(2)];
+        assert_eq!(counted(&all, true), 0);
+        assert_eq!(
+            counted(&[up(2), unready(silent(up(1)))], true),
+            1,
+            "ready or not"
+        );
+        // Once the failure detector calls it dead, the other counts.
+        assert_eq!(counted(&[expired(up(1)), up(2)], true), 1);
+        let dead_not_expired = Standing {
+            alive: false,
+            ..silent(up(1))
+        };
+        assert_eq!(counted(&[dead_not_expired, up(2)], true), 1);
+    }
+
+    const DEBOUNCE: Duration = Duration::from_millis(600);
+
+    #[test]
+    fn a_restart_overlapping_its_predecessor_briefly_is_no_conflict() {
+        let t0 = Instant::now();
+        let mut claim = Claim::default();
+        assert!(!claim.note(2, 2, t0, DEBOUNCE));
+        assert!(!claim.note(2, 2, t0 + DEBOUNCE / 2, DEBOUNCE));
+        // The old heartbeat is seen to stop; the detector still calls it alive.
+        assert!(!claim.note(1, 2, t0 + DEBOUNCE, DEBOUNCE));
+        assert!(!claim.note(1, 2, t0 + DEBOUNCE * 3, DEBOUNCE));
+        assert!(!claim.note(1, 1, t0 + DEBOUNCE * 10, DEBOUNCE));
+    }
+
+    #[test]
+    fn two_heartbeats_moving_past_the_debounce_are_a_conflict_until_one_is_dead() {
+        let t0 = Instant::now();
+        let mut claim = Claim::default();
+        assert!(!claim.note(2, 2, t0, DEBOUNCE));
+        assert!(claim.note(2, 2, t0 + DEBOUNCE, DEBOUNCE));
+        // A heartbeat looking still for a moment does not end it.
+        assert!(claim.note(1, 2, t0 + DEBOUNCE * 2, DEBOUNCE));
+        assert!(claim.note(2, 2, t0 + DEBOUNCE * 3, DEBOUNCE));
+        // The failure detector calls one dead: over.
+        assert!(!claim.note(1, 1, t0 + DEBOUNCE * 4, DEBOUNCE));
+        // A new overlap needs the whole debounce again.
+        assert!(!claim.note(2, 2, t0 + DEBOUNCE * 5, DEBOUNCE));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use rules::{DUPLICATE_RULE, Duplicates, Finding, Policy, PolicyError, Rule, Severity};
+pub use rules::{
+    DUPLICATE_NODE_RULE, DUPLICATE_RULE, Duplicates, Finding, Policy, PolicyError, Rule, Severity,
+};
 pub use tracker::{Event, Tracker, Violation, Violations};
 
 /// Violation events a slow streaming reader may lag behind by before it

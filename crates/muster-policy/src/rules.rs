@@ -33,6 +33,9 @@ use thiserror::Error;
 /// The rule name given to duplicate names across hosts.
 pub const DUPLICATE_RULE: &str = "duplicate-name";
 
+/// The rule name given to a node name claimed by several running agents.
+pub const DUPLICATE_NODE_RULE: &str = "duplicate-node";
+
 /// How bad breaking a rule is.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -193,9 +196,10 @@ impl Policy {
                 rule: raw.name.clone(),
                 reason,
             };
-            if raw.name.is_empty() || raw.name == DUPLICATE_RULE {
+            if raw.name.is_empty() || raw.name == DUPLICATE_RULE || raw.name == DUPLICATE_NODE_RULE
+            {
                 return Err(bad(format!(
-                    "a rule needs a name other than {DUPLICATE_RULE:?}"
+                    "a rule needs a name other than {DUPLICATE_RULE:?} and {DUPLICATE_NODE_RULE:?}"
                 )));
             }
             if rules.iter().any(|r| r.name == raw.name) {
@@ -444,6 +448,10 @@ forbidden_names = ["test-box-1"]
             ),
             (
                 "[[rule]]\nname = \"duplicate-name\"\nrequired_labels = [\"x\"]\n",
+                "needs a name other than",
+            ),
+            (
+                "[[rule]]\nname = \"duplicate-node\"\nrequired_labels = [\"x\"]\n",
                 "needs a name other than",
             ),
         ];

@@ -6,25 +6,25 @@
 //! full pass happens only on start, on a new policy, and when the journal
 //! no longer reaches back to the last revision judged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use imbl::{HashSet, OrdMap};
-use muster_core::{Record, RecordKey, Snapshot};
+use muster_core::{Liveness, Record, RecordKey, Snapshot};
 
-use crate::rules::{DUPLICATE_RULE, Finding, Policy};
+use crate::rules::{DUPLICATE_NODE_RULE, DUPLICATE_RULE, Finding, Policy};
 
 /// One record breaking one rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// The rule (or `duplicate-name`).
+    /// The rule (or `duplicate-name`, or `duplicate-node`).
     pub rule: String,
     /// Its severity.
     pub severity: crate::Severity,
-    /// The record's host.
+    /// The record's host (for `duplicate-node`, the node name).
     pub host: String,
-    /// The record's id.
+    /// The record's id (empty for `duplicate-node`).
     pub id: String,
     /// The record's name.
     pub name: String,
@@ -97,6 +97,8 @@ pub struct Tracker {
     current: Violations,
     /// Duplicate holders by lower-case name, as last judged.
     duplicates: HashMap<String, BTreeSet<(String, String)>>,
+    /// Node names in conflict, as last judged.
+    conflicted: BTreeSet<String>,
     judged_once: bool,
 }
 
@@ -111,6 +113,7 @@ impl Tracker {
             policy,
             current,
             duplicates: HashMap::new(),
+            conflicted: BTreeSet::new(),
             judged_once: false,
         }
     }
@@ -144,6 +147,8 @@ impl Tracker {
         if !self.judged_once {
             return self.judge_all(snapshot, now);
         }
+        let mut out = Vec::new();
+        self.settle_nodes(snapshot, now, &mut out);
         let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
         let mut names: BTreeSet<String> = BTreeSet::new();
         match snapshot.changes_since(self.current.revision) {
@@ -155,9 +160,11 @@ impl Tracker {
                     }
                 }
             }
-            Err(_) => return self.judge_all(snapshot, now),
+            Err(_) => {
+                out.extend(self.judge_all(snapshot, now));
+                return out;
+            }
         }
-        let mut out = Vec::new();
         for (host, id) in &keys {
             let findings = snapshot
                 .get(host, id)
@@ -176,6 +183,7 @@ impl Tracker {
     fn judge_all(&mut self, snapshot: &Snapshot, now: SystemTime) -> Vec<Event> {
         self.judged_once = true;
         let mut out = Vec::new();
+        self.settle_nodes(snapshot, now, &mut out);
         let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
         let mut names: BTreeSet<String> = self.duplicates.keys().cloned().collect();
         for r in snapshot.records() {
@@ -218,7 +226,7 @@ impl Tracker {
             .by_key
             .range((host.to_owned(), id.to_owned(), String::new())..)
             .take_while(|((h, i, _), _)| h == host && i == id)
-            .filter(|((_, _, rule), _)| rule != DUPLICATE_RULE)
+            .filter(|((_, _, rule), _)| rule != DUPLICATE_RULE && rule != DUPLICATE_NODE_RULE)
             .map(|(k, _)| k.clone())
             .collect();
         for key in existing {
@@ -289,6 +297,49 @@ impl Tracker {
         if !now_held.is_empty() {
             self.duplicates.insert(name.to_owned(), now_held);
         }
+    }
+
+    /// Makes the `duplicate-node` violations those of the node names the
+    /// members list shows in conflict (several running agents, one name).
+    fn settle_nodes(&mut self, snapshot: &Snapshot, now: SystemTime, out: &mut Vec<Event>) {
+        let mut claimants: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for m in snapshot.members() {
+            if m.liveness == Liveness::Conflict {
+                claimants.entry(m.name.as_str()).or_default().push(format!(
+                    "{} (generation {}{})",
+                    m.gossip_addr,
+                    m.generation,
+                    if m.visible { ", serving" } else { "" }
+                ));
+            }
+        }
+        let now_conflicted: BTreeSet<String> = claimants.keys().map(|n| (*n).to_owned()).collect();
+        let over: Vec<String> = self
+            .conflicted
+            .difference(&now_conflicted)
+            .cloned()
+            .collect();
+        for name in over {
+            self.end(&(name, String::new(), DUPLICATE_NODE_RULE.to_owned()), out);
+        }
+        for (name, agents) in claimants {
+            let violation = Violation {
+                rule: DUPLICATE_NODE_RULE.to_owned(),
+                severity: crate::Severity::Error,
+                host: name.to_owned(),
+                id: String::new(),
+                name: name.to_owned(),
+                why: format!(
+                    "node name {name:?} is claimed by {} running agents: {}; only the first generation's records are served",
+                    agents.len(),
+                    agents.join(", ")
+                ),
+                since: now,
+                exclude_from_dns: false,
+            };
+            self.start_or_refresh(violation, out);
+        }
+        self.conflicted = now_conflicted;
     }
 
     fn start_or_refresh(&mut self, mut violation: Violation, out: &mut Vec<Event>) {
@@ -435,6 +486,63 @@ name_pattern = '[a-z]+-[0-9]+'
             id: "3".into(),
         }]);
         assert_eq!(names(&tracker.update(&s, later)), ["-x@a shape"]);
+    }
+
+    fn member(
+        name: &str,
+        addr: &str,
+        liveness: muster_core::Liveness,
+        generation: u64,
+    ) -> muster_core::Member {
+        muster_core::Member {
+            name: name.into(),
+            gossip_addr: addr.parse().unwrap(),
+            liveness,
+            generation,
+            records: 1,
+            visible: generation == 1,
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_node_name_claimed_by_two_running_agents_is_one_duplicate_node_error_until_one_stops() {
+        use muster_core::Liveness::{Alive, Conflict};
+        let now = SystemTime::UNIX_EPOCH;
+        let mut tracker = Tracker::new(policy());
+        let s = Snapshot::new().apply([Change::Members(vec![member(
+            "a",
+            "10.0.0.1:7946",
+            Alive,
+            1,
+        )])]);
+        assert!(tracker.update(&s, now).is_empty());
+        let s = s.apply([Change::Members(vec![
+            member("a", "10.0.0.1:7946", Conflict, 1),
+            member("a", "10.0.0.9:7946", Conflict, 2),
+        ])]);
+        assert_eq!(names(&tracker.update(&s, now)), ["+a@a duplicate-node"]);
+        let v = tracker.violations().iter().next().unwrap();
+        assert_eq!(v.severity, crate::Severity::Error);
+        assert!(
+            v.why
+                .contains("10.0.0.1:7946 (generation 1, serving), 10.0.0.9:7946 (generation 2)"),
+            "{}",
+            v.why
+        );
+        assert!(
+            !tracker.violations().hides("a", ""),
+            "it hides nothing by itself"
+        );
+        // Judged again from scratch (a new policy), it is the same one.
+        assert!(tracker.set_policy(policy(), &s, now).is_empty());
+        let s = s.apply([Change::Members(vec![member(
+            "a",
+            "10.0.0.1:7946",
+            Alive,
+            1,
+        )])]);
+        assert_eq!(names(&tracker.update(&s, now)), ["-a@a duplicate-node"]);
     }
 
     #[test]

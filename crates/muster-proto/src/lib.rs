@@ -249,6 +249,7 @@ impl From<&core::Member> for v1::Member {
                 core::Liveness::Suspect => v1::Liveness::Suspect,
                 core::Liveness::Dead => v1::Liveness::Dead,
                 core::Liveness::Joining => v1::Liveness::Joining,
+                core::Liveness::Conflict => v1::Liveness::Conflict,
             } as i32,
             generation: m.generation,
             records: m.records as u64,

@@ -351,6 +351,7 @@ impl From<&v1::Member> for MemberJson {
                 v1::Liveness::Suspect => "suspect",
                 v1::Liveness::Dead => "dead",
                 v1::Liveness::Joining => "joining",
+                v1::Liveness::Conflict => "conflict",
             },
             generation: m.generation,
             records: m.records,

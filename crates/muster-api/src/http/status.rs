@@ -598,7 +598,7 @@ fn liveness_class(l: Liveness) -> &'static str {
         Liveness::Alive => "ok",
         Liveness::Joining => "idle",
         Liveness::Suspect => "warn",
-        Liveness::Dead => "bad",
+        Liveness::Dead | Liveness::Conflict => "bad",
     }
 }
 
