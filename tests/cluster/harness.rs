@@ -246,6 +246,21 @@ impl Agent {
             .await;
             return;
         }
+        if self.spec.extra_args.iter().any(|a| a == "--grpc-tls-cert") {
+            // gRPC speaks TLS: wait for the HTTP endpoint, which starts
+            // after it.
+            let http = format!("{}:{HTTP_PORT}", self.spec.ip);
+            eventually(
+                Duration::from_secs(20),
+                &format!("agent {} to serve HTTP", self.spec.name),
+                || {
+                    let http = http.clone();
+                    async move { http_get(&http, "/healthz").await.map(|_| ()) }
+                },
+            )
+            .await;
+            return;
+        }
         eventually(
             Duration::from_secs(20),
             &format!("agent {} to serve gRPC", self.spec.name),

@@ -9,6 +9,7 @@ mod conformance;
 mod directory;
 mod discovery;
 mod docker;
+mod grpc_tls;
 mod lifecycle;
 mod netns;
 mod policy;

@@ -9,6 +9,7 @@
 mod http;
 mod metrics;
 mod register;
+mod tls;
 mod violations;
 mod watch;
 
@@ -30,6 +31,7 @@ use tonic::{Request, Response, Status};
 pub use http::{HttpState, serve_http};
 pub use metrics::GrpcMetrics;
 pub use register::RegisterConflicts;
+pub use tls::{HANDSHAKE_TIMEOUT, ServerTls, TlsError, TlsFiles};
 
 /// Adds to `registry` the gauges read from the directory and the naming
 /// policy's verdicts at every scrape: `muster_build_info`,
@@ -428,11 +430,13 @@ impl GrpcServer {
     /// standard health checking service (`grpc.health.v1.Health`: SERVING
     /// for the whole server and for `muster.v1.Directory`) and server
     /// reflection (v1 and v1alpha), so that grpcurl and grpc-health-probe
-    /// need no proto files.
+    /// need no proto files. With `tls`, every connection is TLS (mutual
+    /// when its files name a client CA).
     pub async fn serve(
         self,
         service: DirectoryService,
         metrics: GrpcMetrics,
+        tls: Option<Arc<ServerTls>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ApiError> {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -446,23 +450,89 @@ impl GrpcServer {
         };
         let reflection_v1 = reflection().build_v1().map_err(ApiError::Reflection)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(ApiError::Reflection)?;
-        // Answers of a few kilobytes span several segments: without
-        // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK hold
-        // each such answer for ~40 ms. tonic sets it only on sockets it
-        // accepts itself.
-        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
-            let stream = stream?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(stream)
-        });
-        tonic::transport::Server::builder()
-            .layer(metrics::GrpcMetricsLayer(metrics))
+        let router = tonic::transport::Server::builder()
+            .layer(metrics::GrpcMetricsLayer(metrics.clone()))
             .add_service(DirectoryServer::new(service))
             .add_service(health_service)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(ApiError::Serve)
+            .add_service(reflection_v1alpha);
+        match tls {
+            None => {
+                // Answers of a few kilobytes span several segments: without
+                // TCP_NODELAY, Nagle's algorithm and the client's delayed
+                // ACK hold each such answer for ~40 ms. tonic sets it only
+                // on sockets it accepts itself.
+                let incoming = TcpListenerStream::new(self.listener).map(|stream| {
+                    let stream = stream?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(stream)
+                });
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let incoming = tls_incoming(self.listener, tls, metrics);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        }
+        .map_err(ApiError::Serve)
     }
+}
+
+/// Most TLS handshakes in progress at once; a connection past it is closed
+/// at once (and counted), so slow or silent clients cannot pile up.
+const MAX_HANDSHAKES: usize = 256;
+
+/// Accepts connections and runs each TLS handshake in a task of its own
+/// (bounded in number and in time), yielding the connections that
+/// completed one. Ends when the server stops taking connections.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    metrics: GrpcMetrics,
+) -> impl tokio_stream::Stream<
+    Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: wait rather than spin.
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                metrics.tls_refused("busy");
+                continue;
+            };
+            let (tx, tls, metrics) = (tx.clone(), tls.clone(), metrics.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let peer = stream.peer_addr().ok();
+                match tls.accept(stream).await {
+                    Ok(stream) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Err(e) => {
+                        metrics.tls_refused("handshake");
+                        tracing::debug!(?peer, error = %e, "gRPC TLS handshake failed");
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -28,16 +28,32 @@ struct GrpcLabels {
 #[derive(Clone, Debug, Default)]
 pub struct GrpcMetrics {
     requests: Family<GrpcLabels, Counter>,
+    pub(crate) tls_refused: Family<TlsLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TlsLabels {
+    pub reason: &'static str,
 }
 
 impl GrpcMetrics {
-    /// Registers `muster_grpc_requests_total`.
+    /// Registers `muster_grpc_requests_total` and
+    /// `muster_grpc_tls_refused_total`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "muster_grpc_requests",
             "gRPC requests by method and status code (a stream counts when it starts)",
             self.requests.clone(),
         );
+        registry.register(
+            "muster_grpc_tls_refused",
+            "gRPC connections closed before serving: handshake (failed, e.g. no or a wrong client certificate), busy (too many handshakes at once)",
+            self.tls_refused.clone(),
+        );
+    }
+
+    pub(crate) fn tls_refused(&self, reason: &'static str) {
+        self.tls_refused.get_or_create(&TlsLabels { reason }).inc();
     }
 }
 

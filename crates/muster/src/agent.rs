@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use muster_api::{
-    DirectoryService, GrpcMetrics, GrpcServer, HttpState, register_directory_metrics, serve_http,
+    DirectoryService, GrpcMetrics, GrpcServer, HttpState, ServerTls, register_directory_metrics,
+    serve_http,
 };
 use muster_dns::{DnsConfig, DnsMetrics, DnsServer, Handler};
 use muster_gossip::{
@@ -62,6 +63,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
              every agent --gossip-key-file FILE"
         ),
     }
+
+    // So does bad TLS material.
+    let grpc_tls = match &config.grpc_tls {
+        Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
+        None => None,
+    };
 
     // So does a bad token file.
     let write_token = match &config.api_token_file {
@@ -192,7 +199,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if let Some(token) = &write_token {
         service = service.with_write_token(token);
     }
-    let grpc_serving = grpc.serve(service, grpc_metrics, shutdown.clone().cancelled_owned());
+    let grpc_serving = grpc.serve(
+        service,
+        grpc_metrics,
+        grpc_tls.clone(),
+        shutdown.clone().cancelled_owned(),
+    );
     tasks.spawn("gRPC server", async {
         if let Err(e) = grpc_serving.await {
             warn!(error = %e, "gRPC server stopped with an error");
@@ -272,6 +284,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         gossip = %gossip.advertise_addr(),
         dns = %dns_addr,
         grpc = %grpc_addr,
+        grpc_tls = match &grpc_tls {
+            None => "off",
+            Some(tls) if tls.mutual() => "mutual",
+            Some(_) => "on",
+        },
         http = %http_addr,
         zone = %config.zone,
         seeds = ?config.join,
@@ -308,9 +325,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                         Err(e) => error!(error = %e, "gossip keys not reloaded; the previous ones stay"),
                     }
                 }
+                if let Some(tls) = &grpc_tls {
+                    match tls.reload() {
+                        Ok(()) => info!("SIGHUP: gRPC TLS certificates reloaded"),
+                        Err(e) => error!(error = %e, "gRPC TLS certificates not reloaded; the previous ones stay"),
+                    }
+                }
                 if config.static_file.is_none()
                     && config.policy.is_none()
                     && config.gossip_key_file.is_none()
+                    && grpc_tls.is_none()
                 {
                     info!("SIGHUP: nothing to reload");
                 }

@@ -13,9 +13,11 @@ use muster_core::Record;
 use muster_proto::v1;
 use muster_proto::v1::directory_client::DirectoryClient;
 use serde::Serialize;
+use std::path::PathBuf;
 use tabwriter::TabWriter;
 use tonic::Code;
-use tonic::transport::Channel;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// How long to wait for an agent to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,6 +37,20 @@ pub struct ClientArgs {
         value_name = "HOST:PORT"
     )]
     pub addr: String,
+
+    /// Speak TLS, trusting the agent's certificate if it chains to this PEM
+    /// CA (the agent runs with --grpc-tls-cert)
+    #[arg(long, env = "MUSTER_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for an agent that requires one
+    /// (--grpc-client-ca); needs --tls-key and --tls-ca
+    #[arg(long, env = "MUSTER_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "MUSTER_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -68,30 +84,67 @@ impl std::fmt::Display for ClientError {
     }
 }
 
-pub(crate) async fn connect(addr: &str) -> Result<DirectoryClient<Channel>, ClientError> {
-    connect_with(addr, Some(CALL_TIMEOUT)).await
+pub(crate) async fn connect(args: &ClientArgs) -> Result<DirectoryClient<Channel>, ClientError> {
+    connect_with(args, Some(CALL_TIMEOUT)).await
+}
+
+/// The TLS settings of `--tls-ca`, `--tls-cert` and `--tls-key`, if any.
+fn tls_config(args: &ClientArgs) -> Result<Option<ClientTlsConfig>, ClientError> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| ClientError(format!("cannot read {what} {}: {e}", path.display())))
+    };
+    let Some(ca) = &args.tls_ca else {
+        if args.tls_cert.is_some() || args.tls_key.is_some() {
+            return Err(ClientError(
+                "--tls-cert and --tls-key need --tls-ca (the CA the agent's certificate chains to)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "CA")?));
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read(cert, "certificate")?,
+                read(key, "key")?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err(ClientError("--tls-cert and --tls-key go together".into())),
+    }
+    Ok(Some(config))
 }
 
 /// Connects to an agent; `timeout` bounds every call (none for streams).
 async fn connect_with(
-    addr: &str,
+    args: &ClientArgs,
     timeout: Option<Duration>,
 ) -> Result<DirectoryClient<Channel>, ClientError> {
+    let addr = &args.addr;
+    let tls = tls_config(args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
     let mut endpoint = Channel::from_shared(uri)
         .map_err(|e| ClientError(format!("bad address {addr:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| ClientError(format!("TLS settings: {e}")))?;
+    }
     if let Some(timeout) = timeout {
         endpoint = endpoint.timeout(timeout);
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| ClientError(format!("cannot reach muster agent at {addr}: {e}")))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+        ClientError(format!("cannot reach muster agent at {addr}: {e}{cause}"))
+    })?;
     // A whole large directory is one List answer: allow far more than
     // tonic's 4 MiB default (50,000 records are about 6 MB).
     Ok(DirectoryClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
@@ -104,6 +157,19 @@ pub(crate) fn call_error(addr: &str, status: tonic::Status) -> ClientError {
             "muster agent at {addr} is unavailable: {}",
             status.message()
         )),
+        // The connection broke under the call: most often a client that
+        // does not speak the agent's TLS.
+        Code::Unknown | Code::Cancelled
+            if status.message().contains("transport error")
+                || status.message().contains("canceled") =>
+        {
+            ClientError(format!(
+                "muster agent at {addr}: the connection broke ({}); if the agent serves gRPC \
+                 over TLS, give --tls-ca, and --tls-cert and --tls-key if it requires client \
+                 certificates",
+                status.message()
+            ))
+        }
         _ => ClientError(format!(
             "muster agent at {addr}: {}: {}",
             status.code(),
@@ -114,7 +180,7 @@ pub(crate) fn call_error(addr: &str, status: tonic::Status) -> ClientError {
 
 /// `muster lookup NAME`.
 pub async fn lookup(name: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
-    let mut client = connect(&args.addr).await?;
+    let mut client = connect(args).await?;
     match client
         .lookup(v1::LookupRequest {
             name: name.to_owned(),
@@ -153,7 +219,7 @@ pub fn parse_state(s: &str) -> Result<muster_core::State, String> {
 
 /// `muster ls [-l SELECTOR] [--host H] [--state S]`.
 pub async fn list(filter: &ListFilter, args: &ClientArgs) -> Result<Outcome, ClientError> {
-    let mut client = connect(&args.addr).await?;
+    let mut client = connect(args).await?;
     let response = client
         .list(v1::ListRequest {
             selector: filter.selector.clone(),
@@ -177,7 +243,7 @@ pub async fn list(filter: &ListFilter, args: &ClientArgs) -> Result<Outcome, Cli
 
 /// `muster members`.
 pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
-    let mut client = connect(&args.addr).await?;
+    let mut client = connect(args).await?;
     let response = client
         .members(v1::MembersRequest {})
         .await
@@ -485,7 +551,7 @@ pub async fn watch(
     epoch: u64,
     args: &ClientArgs,
 ) -> Result<Outcome, ClientError> {
-    let mut client = connect_with(&args.addr, None).await?;
+    let mut client = connect_with(args, None).await?;
     let mut stream = client
         .watch(v1::WatchRequest {
             selector: selector.to_owned(),
@@ -569,7 +635,7 @@ pub async fn violations(
     if follow {
         return watch_violations(rule, args).await;
     }
-    let mut client = connect(&args.addr).await?;
+    let mut client = connect(args).await?;
     let response = client
         .violations(v1::ViolationsRequest {
             rule: rule.to_owned(),
@@ -680,7 +746,7 @@ async fn next_event<T>(stream: &mut tonic::Streaming<T>, addr: &str) -> Result<T
 
 /// `muster violations --watch`: the current set, then each start and end.
 async fn watch_violations(rule: &str, args: &ClientArgs) -> Result<Outcome, ClientError> {
-    let mut client = connect_with(&args.addr, None).await?;
+    let mut client = connect_with(args, None).await?;
     let mut stream = client
         .watch_violations(v1::ViolationsRequest {
             rule: rule.to_owned(),

@@ -153,6 +153,20 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_API_TOKEN_FILE", value_name = "PATH")]
     pub api_token_file: Option<PathBuf>,
 
+    /// PEM certificate chain the gRPC server presents: gRPC then speaks TLS
+    /// only (needs --grpc-tls-key); re-read on SIGHUP
+    #[arg(long, env = "MUSTER_GRPC_TLS_CERT", value_name = "PEM")]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --grpc-tls-cert
+    #[arg(long, env = "MUSTER_GRPC_TLS_KEY", value_name = "PEM")]
+    pub grpc_tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: every gRPC client must present a certificate
+    /// that chains to one of them (mutual TLS; needs --grpc-tls-cert)
+    #[arg(long, env = "MUSTER_GRPC_CLIENT_CA", value_name = "PEM")]
+    pub grpc_client_ca: Option<PathBuf>,
+
     /// Gossip key file: one or more keys, one per line, each the base64 of
     /// 32 random bytes (make one with `muster keygen`). The first seals every
     /// datagram sent, every one opens; re-read on SIGHUP. Required when the
@@ -234,6 +248,7 @@ pub struct AgentConfig {
     pub api_token_file: Option<PathBuf>,
     pub gossip_key_file: Option<PathBuf>,
     pub insecure_gossip: bool,
+    pub grpc_tls: Option<muster_api::TlsFiles>,
     pub max_watchers: usize,
     pub register_conflicts: muster_api::RegisterConflicts,
     pub policy: Option<PathBuf>,
@@ -330,6 +345,7 @@ impl AgentArgs {
             api_token_file: self.api_token_file.or(file.api_token_file),
             gossip_key_file: self.gossip_key_file.or(file.gossip_key_file),
             insecure_gossip: pick!(insecure_gossip, false),
+            grpc_tls: None,
             max_watchers: pick!(max_watchers, muster_api::DEFAULT_MAX_WATCHERS),
             register_conflicts: match pick!(register_conflicts, RegisterConflicts::Allow) {
                 RegisterConflicts::Allow => muster_api::RegisterConflicts::Allow,
@@ -360,6 +376,22 @@ impl AgentArgs {
             .unwrap_or_default();
         let retention = self.exited_retention.or(file.exited_retention);
         let mut config = config;
+        let client_ca = self.grpc_client_ca.or(file.grpc_client_ca);
+        config.grpc_tls = match (
+            self.grpc_tls_cert.or(file.grpc_tls_cert),
+            self.grpc_tls_key.or(file.grpc_tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(muster_api::TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None) if client_ca.is_none() => None,
+            (None, None) => bail!(
+                "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key: mutual TLS is TLS first"
+            ),
+            _ => bail!("--grpc-tls-cert and --grpc-tls-key go together"),
+        };
         if !docker_off {
             if !(docker_host.starts_with("unix://") || docker_host.starts_with('/')) {
                 bail!(

@@ -124,7 +124,7 @@ pub async fn run(args: &RegisterArgs) -> Result<Outcome, ClientError> {
         signal(SignalKind::terminate()).map_err(|e| ClientError(format!("SIGTERM: {e}")))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| ClientError(format!("SIGINT: {e}")))?;
-    let mut client = connect(addr).await?;
+    let mut client = connect(&args.client).await?;
     let token = args.token()?;
     let request = args.request();
     let id = register(&mut client, args, &token, request.clone()).await?;
