@@ -419,3 +419,68 @@ async fn a_dns_flood_from_one_network_is_rate_limited_while_another_is_answered_
     // The agent is alive and well.
     assert_eq!(a.lookup("web-1").await.len(), 1);
 }
+
+#[tokio::test]
+async fn dns_tcp_connections_past_the_limit_are_closed_and_counted_and_udp_keeps_answering() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    const LIMIT: usize = 4;
+    let block = loopback_block();
+    let a = Agent::start(
+        AgentSpec::new(&block, 1, "a")
+            .with_records(WEB_RECORDS)
+            .with_args(&["--dns-max-tcp-connections", &LIMIT.to_string()]),
+    )
+    .await;
+    let server = format!("{}:{}", a.spec.ip, a.dns_port());
+    eventually(Duration::from_secs(10), "web-1 served", || async {
+        (!a.lookup("web-1").await.is_empty()).then_some(())
+    })
+    .await;
+    // One query over TCP on `stream`: the A answers, or None when the
+    // server closed the connection.
+    let ask = |stream: &mut TcpStream, id: u16| -> Option<usize> {
+        let query = a_query("web-1.muster.", id);
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed).ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).ok()?;
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut reply).ok()?;
+        Some(reply.len())
+    };
+    let connect = || {
+        let s = TcpStream::connect(&server).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    };
+    // LIMIT connections, each answered once and kept open (idle: the
+    // server closes idle ones after 5 s, far longer than this test).
+    let mut held: Vec<TcpStream> = (0..LIMIT).map(|_| connect()).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(ask(s, i as u16).is_some(), "connection {i} answered");
+    }
+    // One more is closed at once, unanswered.
+    let mut extra = connect();
+    assert_eq!(ask(&mut extra, 99), None, "over the limit: closed");
+    let refused = metric(&a, "muster_dns_tcp_refused_total").await.unwrap();
+    assert!(refused >= 1.0, "counted: {refused}");
+    // UDP is not affected.
+    let socket = UdpSocket::bind(format!("{}:0", a.spec.ip)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        resolve_a(&socket, &server, "web-1.muster.").as_deref(),
+        Some("10.0.0.5")
+    );
+    // A connection closed frees its place.
+    drop(held.pop());
+    let mut again = eventually(Duration::from_secs(3), "a place freed", || async {
+        let mut s = connect();
+        ask(&mut s, 100).map(|_| s)
+    })
+    .await;
+    assert!(ask(&mut again, 101).is_some());
+}

@@ -106,6 +106,10 @@ pub enum DnsError {
     },
 }
 
+/// TCP connections served at once unless
+/// [`Handler::with_max_tcp_connections`] says otherwise.
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1024;
+
 /// What the DNS server needs to know besides the directory.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {

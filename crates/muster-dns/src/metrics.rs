@@ -1,7 +1,12 @@
-//! DNS metrics: queries by type, response code and transport, and how long
-//! answering took.
+//! DNS metrics: queries by type, response code and transport, how long
+//! answering took, answers held back by the rate limit, and TCP
+//! connections refused over the limit.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -25,6 +30,22 @@ pub struct DnsMetrics {
     queries: Family<QueryLabels, Counter>,
     duration: Histogram,
     rate_limited: Family<LimitedLabels, Counter>,
+    /// TCP connections closed at once, over the limit (hickory counts).
+    pub(crate) tcp_refused: Arc<AtomicU64>,
+}
+
+/// A counter kept by someone else (hickory's TCP server) as an atomic.
+#[derive(Debug)]
+struct SharedCounter(Arc<AtomicU64>);
+
+impl EncodeMetric for SharedCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.0.load(Ordering::Relaxed), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
 }
 
 impl Default for DnsMetrics {
@@ -34,6 +55,7 @@ impl Default for DnsMetrics {
             // 5 µs to ~20 ms.
             duration: Histogram::new(exponential_buckets(5e-6, 2.0, 12)),
             rate_limited: Family::default(),
+            tcp_refused: Arc::default(),
         }
     }
 }
@@ -50,6 +72,11 @@ impl DnsMetrics {
             "muster_dns_answer_duration_seconds",
             "Time from a parsed query to its encoded answer (network excluded)",
             self.duration.clone(),
+        );
+        registry.register(
+            "muster_dns_tcp_refused",
+            "DNS TCP connections closed at once because the most allowed at once were open",
+            SharedCounter(self.tcp_refused.clone()),
         );
         registry.register(
             "muster_dns_rate_limited",

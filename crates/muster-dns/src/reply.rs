@@ -42,6 +42,7 @@ pub struct Handler {
     /// UDP answers per second per client network; 0: unlimited (see
     /// [`crate::rate`]).
     pub(crate) rate_limit: u32,
+    pub(crate) max_tcp_connections: usize,
 }
 
 impl Handler {
@@ -55,6 +56,7 @@ impl Handler {
             forward_to: config.forward_to.clone(),
             metrics: DnsMetrics::default(),
             rate_limit: 0,
+            max_tcp_connections: crate::DEFAULT_MAX_TCP_CONNECTIONS,
         })
     }
 
@@ -64,6 +66,14 @@ impl Handler {
     /// is never limited.
     pub fn with_rate_limit(mut self, answers_per_second: u32) -> Handler {
         self.rate_limit = answers_per_second;
+        self
+    }
+
+    /// Serves at most `connections` TCP connections at once (default
+    /// [`crate::DEFAULT_MAX_TCP_CONNECTIONS`]); one more is closed as soon
+    /// as it is accepted, and counted.
+    pub fn with_max_tcp_connections(mut self, connections: usize) -> Handler {
+        self.max_tcp_connections = connections.max(1);
         self
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::Server;
+use hickory_server::server::TcpLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -63,8 +64,12 @@ impl DnsServer {
                     source,
                 }
             })?;
+        let limits = TcpLimits {
+            max_connections: handler.max_tcp_connections,
+            refused: handler.metrics.tcp_refused.clone(),
+        };
         let mut server = Server::new(Tcp(handler));
-        server.register_listener(tcp, TCP_TIMEOUT, 64 * 1024);
+        server.register_listener_with_limits(tcp, TCP_TIMEOUT, 64 * 1024, limits);
         Ok(DnsServer {
             server,
             udp,

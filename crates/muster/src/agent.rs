@@ -171,7 +171,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             policy_engine.judged(),
         )?
         .with_metrics(dns_metrics)
-        .with_rate_limit(config.dns_rate_limit),
+        .with_rate_limit(config.dns_rate_limit)
+        .with_max_tcp_connections(config.dns_max_tcp_connections),
         shutdown.clone(),
     )
     .await?;

@@ -102,6 +102,11 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_DNS_RATE_LIMIT", value_name = "N")]
     pub dns_rate_limit: Option<u32>,
 
+    /// DNS TCP connections served at once; one more is closed as soon as it
+    /// is accepted (and counted) [default: 1024]
+    #[arg(long, env = "MUSTER_DNS_MAX_TCP_CONNECTIONS", value_name = "N")]
+    pub dns_max_tcp_connections: Option<usize>,
+
     /// Resolver to forward names outside the zone to; repeat or
     /// comma-separate for several, tried in order. Without it, such names get
     /// REFUSED. Example: --dns-forward 127.0.0.53:53
@@ -242,6 +247,7 @@ pub struct AgentConfig {
     pub zone: String,
     pub dns_ttl: u32,
     pub dns_rate_limit: u32,
+    pub dns_max_tcp_connections: usize,
     pub dns_forward: Vec<SocketAddr>,
     pub reverse_zones: Vec<ipnet::IpNet>,
     pub static_file: Option<PathBuf>,
@@ -339,6 +345,10 @@ impl AgentArgs {
             zone: pick!(zone, "muster".to_owned()),
             dns_ttl: pick!(dns_ttl, 5),
             dns_rate_limit: pick!(dns_rate_limit, 0),
+            dns_max_tcp_connections: pick!(
+                dns_max_tcp_connections,
+                muster_dns::DEFAULT_MAX_TCP_CONNECTIONS
+            ),
             dns_forward: pick!(dns_forward, Vec::new()),
             reverse_zones: pick!(reverse_zone, Vec::new()),
             static_file: self.static_file.or(file.static_file),
