@@ -54,19 +54,7 @@ struct TheTruth;
 
 impl AsyncCheck for TheTruth {
     async fn check(&self, agent: &Agent) -> Result<(), String> {
-        let socket = std::net::UdpSocket::bind(format!("{}:0", agent.spec.ip)).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let server = format!("{}:{DNS_PORT}", agent.spec.ip);
-        let web = ask_a(&socket, &server, "web-1.muster");
-        if web != Answered::A(vec!["10.0.0.5".into()]) {
-            return Err(format!("web-1 answers {web:?}"));
-        }
-        let billing = ask_a(&socket, &server, "billing-db.muster");
-        if billing != Answered::A(vec![]) {
-            return Err(format!("billing-db answers {billing:?}"));
-        }
+        FirstKeeps.check(agent).await?;
         let named_a = agent
             .members()
             .await
@@ -638,7 +626,8 @@ async fn two_running_agents_with_one_node_name_are_a_conflict_and_the_first_keep
     }
 }
 
-/// `web-1` answers a's address alone, `billing-db` nothing.
+/// `web-1` answers a's address (10.0.0.5) alone over DNS, `billing-db`
+/// nothing.
 struct FirstKeeps;
 
 impl AsyncCheck for FirstKeeps {

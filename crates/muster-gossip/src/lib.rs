@@ -45,6 +45,34 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use codec::{MAX_RECORD_BYTES, META_PREFIX, READY_KEY, RECORD_PREFIX};
+/// Entry points for the cargo-fuzz targets in `crates/fuzz`, which drive
+/// the receive path exactly as the transport does; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::metrics::Rejection;
+    pub use crate::transport::Receiver;
+
+    /// Seals `message` under `ring`'s primary key, as the transport does.
+    pub fn seal(
+        ring: &crate::Keyring,
+        from: u128,
+        counter: u64,
+        to: u128,
+        message: &[u8],
+    ) -> Vec<u8> {
+        let mut buf = vec![0; crate::seal::HEADER_LEN];
+        buf.extend_from_slice(message);
+        crate::seal::seal(ring.primary(), from, counter, to, &mut buf);
+        buf
+    }
+
+    /// Decodes one gossiped record value as the sync task does.
+    pub fn decode_record(host: &str, id: &str, value: &str) -> Result<muster_core::Record, String> {
+        crate::codec::decode(host, id, value).map_err(|e| e.to_string())
+    }
+}
+
 pub use keyring::{
     GossipKeys, KEY_LEN, KeyFileError, KeyLineError, Keyring, MAX_KEYS, generate_key,
 };

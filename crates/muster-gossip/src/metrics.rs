@@ -15,7 +15,7 @@ struct Direction {
 
 /// Why the transport dropped a datagram.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub(crate) enum Rejection {
+pub enum Rejection {
     /// It did not authenticate under any key of the keyring (or was sealed
     /// and this agent has none).
     Auth,

@@ -16,7 +16,7 @@ use anyhow::Context;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::{ChitchatEnvelope, ChitchatMessage, MAX_UDP_DATAGRAM_PAYLOAD_SIZE};
 
-use crate::keyring::GossipKeys;
+use crate::keyring::{GossipKeys, Keyring};
 use crate::metrics::{GossipMetrics, Rejection};
 use crate::seal::{self, Refused, Session, Windows};
 
@@ -39,14 +39,13 @@ impl Transport for GossipTransport {
             .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?;
         let mut session = [0u8; 16];
         getrandom::fill(&mut session).context("no random source for the gossip session")?;
+        let session = Session::from_be_bytes(session).max(1);
         Ok(Box::new(GossipSocket {
             socket,
             keys: self.keys.clone(),
             metrics: self.metrics.clone(),
-            session: Session::from_be_bytes(session).max(1),
             counter: 0,
-            windows: Windows::new(MAX_PEERS),
-            sessions_by_addr: HashMap::new(),
+            receiver: Receiver::new(session),
             send_buf: Vec::with_capacity(MAX_UDP_DATAGRAM_PAYLOAD_SIZE),
             recv_buf: vec![0; MAX_UDP_DATAGRAM_PAYLOAD_SIZE].into_boxed_slice(),
             warned: HashMap::new(),
@@ -58,13 +57,9 @@ struct GossipSocket {
     socket: tokio::net::UdpSocket,
     keys: Option<GossipKeys>,
     metrics: GossipMetrics,
-    /// This run's session: names this agent as sender and as destination.
-    session: Session,
     /// Datagrams sealed so far in this session.
     counter: u64,
-    windows: Windows,
-    /// The session last heard from each address: replies go to it.
-    sessions_by_addr: HashMap<SocketAddr, Session>,
+    receiver: Receiver,
     send_buf: Vec<u8>,
     recv_buf: Box<[u8]>,
     /// When each cause was last warned about, and how many since.
@@ -103,12 +98,12 @@ impl Socket for GossipSocket {
                 // new run. Everything else answers a datagram just heard.
                 let dest = match envelope.message {
                     ChitchatMessage::Syn { .. } => 0,
-                    _ => self.sessions_by_addr.get(&to).copied().unwrap_or(0),
+                    _ => self.receiver.session_of(to),
                 };
                 let ring = keys.current();
                 seal::seal(
                     ring.primary(),
-                    self.session,
+                    self.receiver.session,
                     self.counter,
                     dest,
                     &mut self.send_buf,
@@ -136,7 +131,12 @@ impl Socket for GossipSocket {
                 Err(err) => return Err(err).context("fatal UDP recv error"),
             };
             self.metrics.count("in", len);
-            match self.admit(from, len) {
+            let ring = self.keys.as_ref().map(GossipKeys::current);
+            match self.receiver.admit(
+                ring.as_deref().map(|r| &**r),
+                from,
+                &mut self.recv_buf[..len],
+            ) {
                 Ok(envelope) => {
                     return Ok(RecvOutcome {
                         from_addr: from,
@@ -153,24 +153,51 @@ impl Socket for GossipSocket {
     }
 }
 
-impl GossipSocket {
-    /// Opens (if keyed) and decodes the datagram in `recv_buf[..len]`.
-    fn admit(
+/// The receiving half of the seal, without I/O: which sender sessions
+/// were heard, their replay windows, and the session behind each address.
+pub struct Receiver {
+    /// This run's session: names this agent as sender and as destination.
+    session: Session,
+    windows: Windows,
+    /// The session last heard from each address: replies go to it.
+    sessions_by_addr: HashMap<SocketAddr, Session>,
+}
+
+impl Receiver {
+    /// A receiver for the agent run `session` (not 0).
+    pub fn new(session: Session) -> Receiver {
+        Receiver {
+            session,
+            windows: Windows::new(MAX_PEERS),
+            sessions_by_addr: HashMap::new(),
+        }
+    }
+
+    /// The session last heard from `addr`, 0 if none.
+    fn session_of(&self, addr: SocketAddr) -> Session {
+        self.sessions_by_addr.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Opens `datagram` (received from `from`) under `ring`, or takes it as
+    /// chitchat's plain encoding without a ring, and decodes it; an error
+    /// says why it is dropped. The datagram is decrypted in place.
+    pub fn admit(
         &mut self,
+        ring: Option<&Keyring>,
         from: SocketAddr,
-        len: usize,
+        datagram: &mut [u8],
     ) -> Result<ChitchatEnvelope, (Rejection, &'static str)> {
-        let buf = &mut self.recv_buf[..len];
-        let Some(keys) = &self.keys else {
-            if buf.first() == Some(&seal::FORMAT) {
+        let len = datagram.len();
+        let Some(ring) = ring else {
+            if datagram.first() == Some(&seal::FORMAT) {
                 return Err((
                     Rejection::Auth,
                     "a sealed datagram, but this agent has no gossip key (--gossip-key-file)",
                 ));
             }
-            return decode(buf);
+            return decode(datagram);
         };
-        let opened = seal::open(&keys.current(), buf).map_err(|refused| {
+        let opened = seal::open(ring, datagram).map_err(|refused| {
             let why = match refused {
                 Refused::NotSealed => {
                     "not sealed: the sender has no gossip key, or is not a muster agent"
@@ -186,7 +213,8 @@ impl GossipSocket {
                 "addressed to another agent, or to an earlier run of this one",
             ));
         }
-        let envelope = decode(&buf[seal::HEADER_LEN..len - (seal::OVERHEAD - seal::HEADER_LEN)])?;
+        let envelope =
+            decode(&datagram[seal::HEADER_LEN..len - (seal::OVERHEAD - seal::HEADER_LEN)])?;
         if opened.to == 0 && !matches!(envelope.message, ChitchatMessage::Syn { .. }) {
             return Err((Rejection::Replay, "an answer addressed to nobody"));
         }
@@ -204,7 +232,9 @@ impl GossipSocket {
         self.sessions_by_addr.insert(from, opened.from);
         Ok(envelope)
     }
+}
 
+impl GossipSocket {
     /// Logs a dropped datagram, at most once per cause every
     /// [`WARN_EVERY`], with how many went unmentioned since.
     fn warn(&mut self, reason: Rejection, from: SocketAddr, why: &'static str) {

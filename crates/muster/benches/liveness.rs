@@ -25,7 +25,7 @@ use netns::{Delayer, Lab};
 
 const KILLS: usize = 5;
 
-async fn start(lab: &Lab, interval: &str, phi: &str) -> Vec<Agent> {
+async fn start(lab: &Lab, interval: &str, phi: &str, sealed: bool) -> Vec<Agent> {
     let mut agents = Vec::new();
     for i in 0..3 {
         let mut spec = lab.spec(
@@ -36,7 +36,14 @@ async fn start(lab: &Lab, interval: &str, phi: &str) -> Vec<Agent> {
             ),
         );
         spec.gossip_interval = interval.to_owned();
-        spec.extra_args = vec!["--phi-threshold".into(), phi.into()];
+        spec.extra_args
+            .extend(["--phi-threshold".into(), phi.into()]);
+        if !sealed {
+            // The lab's agents gossip sealed; the baseline, in the clear.
+            spec.extra_args
+                .retain(|a| a != "--gossip-key-file" && !a.ends_with("gossip.key"));
+            spec.extra_args.push("--insecure-gossip".into());
+        }
         agents.push(Agent::start(spec).await);
     }
     eventually(Duration::from_secs(60), "three records on h3", || async {
@@ -46,11 +53,11 @@ async fn start(lab: &Lab, interval: &str, phi: &str) -> Vec<Agent> {
     agents
 }
 
-async fn detection(interval: &str, phi: &str) -> Duration {
+async fn detection(interval: &str, phi: &str, sealed: bool) -> Duration {
     let mut took = Vec::new();
     for _ in 0..KILLS {
         let lab = Lab::new(3);
-        let mut agents = start(&lab, interval, phi).await;
+        let mut agents = start(&lab, interval, phi, sealed).await;
         agents[0].kill();
         let killed = Instant::now();
         eventually(
@@ -68,9 +75,9 @@ async fn detection(interval: &str, phi: &str) -> Duration {
     took[took.len() / 2]
 }
 
-async fn false_deaths(interval: &str, phi: &str) -> (usize, usize) {
+async fn false_deaths(interval: &str, phi: &str, sealed: bool) -> (usize, usize) {
     let lab = Lab::new(3);
-    let _agents = start(&lab, interval, phi).await;
+    let _agents = start(&lab, interval, phi, sealed).await;
     lab.lose(0.05);
     let delayers: Vec<Delayer> = (0..3)
         .map(|i| {
@@ -98,20 +105,27 @@ async fn false_deaths(interval: &str, phi: &str) -> (usize, usize) {
 async fn main() {
     println!("## Liveness: 3 hosts in network namespaces, --dead-grace 1s\n");
     println!(
-        "| gossip interval | phi threshold | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |"
+        "| gossip interval | phi threshold | gossip | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |"
     );
-    println!("|---|---|---|---|");
-    for (interval, phi) in [
-        ("100ms", "8"),
-        ("200ms", "8"),
-        ("1s", "8"),
-        ("200ms", "5"),
-        ("200ms", "12"),
-    ] {
-        let detect = detection(interval, phi).await;
-        let (dead, polls) = false_deaths(interval, phi).await;
+    println!("|---|---|---|---|---|");
+    // The defaults in the clear and sealed, side by side; then the other
+    // settings, sealed (the lab's default). `MUSTER_BENCH_QUICK=1` runs
+    // the first two rows alone.
+    let quick = std::env::var("MUSTER_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let rows: &[(&str, &str, bool)] = &[
+        ("200ms", "8", false),
+        ("200ms", "8", true),
+        ("100ms", "8", true),
+        ("1s", "8", true),
+        ("200ms", "5", true),
+        ("200ms", "12", true),
+    ];
+    for &(interval, phi, sealed) in rows.iter().take(if quick { 2 } else { rows.len() }) {
+        let detect = detection(interval, phi, sealed).await;
+        let (dead, polls) = false_deaths(interval, phi, sealed).await;
         println!(
-            "| {interval} | {phi} | {:.2} s | {dead} of {polls} |",
+            "| {interval} | {phi} | {} | {:.2} s | {dead} of {polls} |",
+            if sealed { "sealed" } else { "clear" },
             detect.as_secs_f64()
         );
     }
