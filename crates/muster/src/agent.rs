@@ -47,7 +47,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         None => None,
     };
 
-    // So does a bad gossip key file.
+    // Secrets readable by every user are worth a warning, not a refusal.
+    for path in [
+        config.gossip_key_file.as_ref(),
+        config.api_token_file.as_ref(),
+        config.grpc_tls.as_ref().map(|t| &t.key),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(why) = crate::config::too_open(path) {
+            warn!("{why}");
+        }
+    }
+
+    // A bad gossip key file stops start-up too.
     let gossip_keys = match &config.gossip_key_file {
         Some(path) => Some(GossipKeys::new(Keyring::load(path)?)),
         None => None,

@@ -264,6 +264,19 @@ pub struct AgentConfig {
     pub phi_threshold: f64,
 }
 
+/// Why a secret file (gossip keys, a token, a TLS key) is too open, if it
+/// is: readable or writable by others than its owner and group.
+pub fn too_open(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o007 != 0).then(|| {
+        format!(
+            "{} is open to every user (mode {mode:04o}): anyone on this host can read the secret in it; chmod 600 it",
+            path.display()
+        )
+    })
+}
+
 /// Reads a write token file: one line of visible ASCII (no spaces), at
 /// most 4,096 bytes; surrounding white space is ignored.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -498,6 +511,23 @@ mod tests {
         assert_eq!(config.join, ["10.0.0.1:7946"]);
         assert_eq!(config.dns_addr.port(), 8600);
         assert!(config.docker.is_some());
+    }
+
+    #[test]
+    fn a_secret_file_open_to_every_user_is_named_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gossip.key");
+        std::fs::write(&path, "x").unwrap();
+        for (mode, open) in [(0o600, false), (0o640, false), (0o644, true), (0o606, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let why = too_open(&path);
+            assert_eq!(why.is_some(), open, "mode {mode:o}: {why:?}");
+            if let Some(why) = why {
+                assert!(why.contains(&format!("mode {mode:04o}")), "{why}");
+            }
+        }
+        assert_eq!(too_open(&dir.path().join("absent")), None);
     }
 
     #[test]
