@@ -226,7 +226,16 @@ async fn restarts_by_kill_and_by_sigterm_never_leave_the_host_out_of_dns_or_grpc
                 let answer = ask_a(&socket, &server, "web-1.muster.");
                 asked += 1;
                 if answer != Answered::A(vec!["10.0.0.5".to_owned()]) {
-                    gaps.push(answer);
+                    // When, to read beside the agents' logs (UTC).
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap();
+                    gaps.push(format!(
+                        "{:?} at {}.{:03} s after the epoch",
+                        answer,
+                        at.as_secs(),
+                        at.subsec_millis()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -46,6 +47,8 @@ pub struct GossipMetrics {
     packets: Family<Direction, Counter>,
     bytes: Family<Direction, Counter>,
     rejected: Family<Reason, Counter>,
+    /// The largest datagram sent so far, in bytes.
+    largest: Gauge,
     pub(crate) apply_seconds: Histogram,
 }
 
@@ -55,6 +58,7 @@ impl Default for GossipMetrics {
             packets: Family::default(),
             bytes: Family::default(),
             rejected: Family::default(),
+            largest: Gauge::default(),
             // 10 µs to ~0.3 s.
             apply_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 16)),
         }
@@ -85,6 +89,11 @@ impl GossipMetrics {
             self.rejected.clone(),
         );
         registry.register(
+            "muster_gossip_largest_datagram_bytes",
+            "The largest gossip datagram this agent has sent since it started",
+            self.largest.clone(),
+        );
+        registry.register(
             "muster_index_apply_duration_seconds",
             "Time to apply one batch of gossiped changes to the directory index",
             self.apply_seconds.clone(),
@@ -95,6 +104,19 @@ impl GossipMetrics {
         let labels = Direction { direction };
         self.packets.get_or_create(&labels).inc();
         self.bytes.get_or_create(&labels).inc_by(bytes as u64);
+        if direction == "out" && bytes as i64 > self.largest.get() {
+            self.largest.set(bytes as i64);
+        }
+    }
+
+    /// Datagrams and bytes sent so far, and the largest datagram sent.
+    pub fn sent(&self) -> (u64, u64, u64) {
+        let labels = Direction { direction: "out" };
+        (
+            self.packets.get_or_create(&labels).get(),
+            self.bytes.get_or_create(&labels).get(),
+            self.largest.get().max(0) as u64,
+        )
     }
 
     pub(crate) fn reject(&self, reason: Rejection) {

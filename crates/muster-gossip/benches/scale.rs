@@ -1,0 +1,301 @@
+//! The scale simulator: N members running muster's real gossip (chitchat
+//! through muster's transport), sync and index code in one process, over
+//! loopback UDP, each with its own socket, publisher and directory.
+//!
+//! For each size it prints: gossip bytes and datagrams sent per member per
+//! second at rest, the largest datagram, the time for a change on one
+//! member to be visible on every member (p50, p99 of `--changes`), the time
+//! for a new member to hold the whole directory, the time from a member's
+//! stop to its records leaving every directory (detector plus the grace),
+//! polls that saw a live member dead, and CPU and memory per member.
+//!
+//! Run: `cargo bench -p muster-gossip --bench scale -- --hosts 50,100,200
+//! --records 10 --interval 200ms` (defaults shown). Every member holds
+//! the whole directory, so memory grows with hosts × hosts × records: the
+//! machine's memory bounds the sizes (see the README's Measured section).
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use muster_core::{Address, Liveness, Record, Source};
+use muster_gossip::{Gossip, GossipConfig, GossipMetrics};
+use tokio_util::sync::CancellationToken;
+
+struct Args {
+    hosts: Vec<usize>,
+    records: usize,
+    interval: Duration,
+    changes: usize,
+    rest: Duration,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        hosts: vec![50, 100, 200],
+        records: 10,
+        interval: Duration::from_millis(200),
+        changes: 20,
+        rest: Duration::from_secs(10),
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        argv.iter()
+            .position(|x| x == flag)
+            .and_then(|i| argv.get(i + 1))
+            .cloned()
+    };
+    if let Some(v) = value("--hosts") {
+        a.hosts = v
+            .split(',')
+            .map(|n| n.parse().expect("--hosts N,N"))
+            .collect();
+    }
+    if let Some(v) = value("--records") {
+        a.records = v.parse().expect("--records N");
+    }
+    if let Some(v) = value("--interval") {
+        a.interval = Duration::from_millis(
+            v.trim_end_matches("ms")
+                .parse()
+                .expect("--interval in ms, e.g. 200ms"),
+        );
+    }
+    if let Some(v) = value("--changes") {
+        a.changes = v.parse().expect("--changes N");
+    }
+    if let Some(v) = value("--rest") {
+        a.rest = Duration::from_secs(v.trim_end_matches('s').parse().expect("--rest in s"));
+    }
+    a
+}
+
+fn free_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn record(host: usize, i: usize, generation: usize) -> Record {
+    let id = format!("svc-{host}-{i}");
+    let mut r = Record::new(&id, &id, Source::Static);
+    r.addresses.push(Address {
+        network: "static".into(),
+        ip: format!(
+            "10.{}.{}.{}",
+            host / 256,
+            host % 256,
+            (i + generation) % 250
+        )
+        .parse()
+        .unwrap(),
+        local: false,
+    });
+    r.labels.insert("app".into(), format!("app-{}", i % 10));
+    r
+}
+
+struct Member {
+    gossip: Gossip,
+    metrics: GossipMetrics,
+    stop: CancellationToken,
+}
+
+async fn start(index: usize, addr: SocketAddr, seeds: &[SocketAddr], args: &Args) -> Member {
+    let metrics = GossipMetrics::default();
+    let stop = CancellationToken::new();
+    let gossip = Gossip::start(
+        GossipConfig {
+            node_name: format!("h{index}"),
+            generation: 1,
+            cluster_id: "scale".into(),
+            listen_addr: addr,
+            advertise_addr: addr,
+            seeds: seeds.iter().map(ToString::to_string).collect(),
+            gossip_interval: args.interval,
+            phi_threshold: 8.0,
+            dead_grace: Duration::from_secs(2),
+            forget_after: Duration::from_secs(600),
+            meta: Default::default(),
+            sources: BTreeSet::from([Source::Static]),
+            metrics: metrics.clone(),
+            keys: None,
+        },
+        &stop,
+    )
+    .await
+    .expect("gossip starts");
+    let records = (0..args.records).map(|i| record(index, i, 0)).collect();
+    gossip.publisher().replace(Source::Static, records).await;
+    Member {
+        gossip,
+        metrics,
+        stop,
+    }
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Waits until `check` holds on every member, polling every 10 ms; the
+/// time it took, or `None` past `limit`.
+async fn everywhere(
+    members: &[Member],
+    limit: Duration,
+    check: impl Fn(&muster_core::Snapshot) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if members.iter().all(|m| check(&m.gossip.directory().load())) {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn simulate(n: usize, args: &Args) {
+    let addrs: Vec<SocketAddr> = (0..=n).map(|_| free_addr()).collect();
+    let seeds: Vec<SocketAddr> = addrs[..3.min(n)].to_vec();
+    let started = Instant::now();
+    let mut members = Vec::with_capacity(n);
+    for (i, &addr) in addrs[..n].iter().enumerate() {
+        members.push(start(i, addr, &seeds, args).await);
+    }
+    let total = n * args.records;
+    if everywhere(&members, Duration::from_secs(300), |s| s.len() == total)
+        .await
+        .is_none()
+    {
+        println!("| {n} | did not converge within 300 s |");
+        return;
+    }
+    let formed = started.elapsed();
+
+    // At rest.
+    let before: Vec<(u64, u64, u64)> = members.iter().map(|m| m.metrics.sent()).collect();
+    let cpu_before = cpu_time();
+    let (mut polls, mut false_deaths) = (0usize, 0usize);
+    let rest_start = Instant::now();
+    while rest_start.elapsed() < args.rest {
+        for m in &members {
+            let s = m.gossip.directory().load();
+            polls += 1;
+            false_deaths += s
+                .members()
+                .iter()
+                .filter(|x| x.liveness == Liveness::Dead)
+                .count()
+                .min(1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secs = rest_start.elapsed().as_secs_f64();
+    let cpu = (cpu_time() - cpu_before).as_secs_f64() * 1000.0 / secs / n as f64;
+    let after: Vec<(u64, u64, u64)> = members.iter().map(|m| m.metrics.sent()).collect();
+    let bytes: u64 = after.iter().zip(&before).map(|(a, b)| a.1 - b.1).sum();
+    let datagrams: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    let largest = after.iter().map(|a| a.2).max().unwrap_or(0);
+
+    // Changes: one member moves one record; time until every member sees it.
+    let mut took = Vec::with_capacity(args.changes);
+    for c in 1..=args.changes {
+        let host = (c * 7919) % n;
+        let mut records: Vec<Record> = (0..args.records).map(|i| record(host, i, 0)).collect();
+        records[0] = record(host, 0, c);
+        let want = records[0].addresses[0].ip;
+        let id = records[0].id.clone();
+        let t0 = Instant::now();
+        members[host]
+            .gossip
+            .publisher()
+            .replace(Source::Static, records)
+            .await;
+        let seen = everywhere(&members, Duration::from_secs(60), |s| {
+            s.lookup(&id).iter().any(|r| r.addresses[0].ip == want)
+        })
+        .await;
+        took.push(seen.map_or(Duration::from_secs(60), |_| t0.elapsed()));
+    }
+    took.sort();
+
+    // A new member: time to hold the whole directory.
+    let newcomer_start = Instant::now();
+    let newcomer = start(n, addrs[n], &seeds, args).await;
+    let joined = everywhere(
+        std::slice::from_ref(&newcomer),
+        Duration::from_secs(120),
+        |s| s.len() == total + args.records,
+    )
+    .await
+    .map_or(Duration::from_secs(120), |_| newcomer_start.elapsed());
+    let rss = rss_mib();
+
+    // A member stops: time until its records leave every other directory.
+    let victim = members.remove(n / 2);
+    let gone_name = format!("svc-{}-0", n / 2);
+    let t0 = Instant::now();
+    victim.gossip.shutdown().await;
+    let detect = everywhere(&members, Duration::from_secs(120), |s| {
+        s.lookup(&gone_name).is_empty()
+    })
+    .await
+    .map_or(Duration::from_secs(120), |_| t0.elapsed());
+
+    println!(
+        "| {n} | {:.1} s | {:.1} KB/s | {:.1} | {largest} B | {:.2} s | {:.2} s | {:.2} s | {:.1} s | {false_deaths} of {polls} | {cpu:.1} mc | {:.2} MiB |",
+        formed.as_secs_f64(),
+        bytes as f64 / secs / n as f64 / 1000.0,
+        datagrams as f64 / secs / n as f64,
+        percentile(&took, 0.5).as_secs_f64(),
+        percentile(&took, 0.99).as_secs_f64(),
+        joined.as_secs_f64(),
+        detect.as_secs_f64(),
+        rss / (n + 1) as f64,
+    );
+    for m in members.into_iter().chain([newcomer]) {
+        m.stop.cancel();
+        m.gossip.stopped().await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    println!(
+        "## Scale simulator: {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}\n",
+        args.records, args.interval, args.rest
+    );
+    println!(
+        "| hosts | all hold everything after | sent per member at rest | datagrams/s per member | largest datagram | change everywhere p50 | p99 | new member holds all | stop to records gone everywhere | polls seeing a live member dead | CPU per member at rest | memory per member |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &n in &args.hosts {
+        simulate(n, &args).await;
+    }
+}
