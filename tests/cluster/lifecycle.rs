@@ -211,6 +211,23 @@ async fn restarts_by_kill_and_by_sigterm_never_leave_the_host_out_of_dns_or_grpc
     )
     .await;
 
+    // DNS answers from the snapshot the policy engine has judged, which
+    // follows the directory Members reads by the time judging takes: wait
+    // until c answers over DNS before counting gaps.
+    let dns_server = format!("{}:{}", c.spec.ip, c.dns_port());
+    eventually(Duration::from_secs(15), "web-1 over DNS on c", || {
+        let server = dns_server.clone();
+        async move {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            (ask_a(&socket, &server, "web-1.muster.") == Answered::A(vec!["10.0.0.5".to_owned()]))
+                .then_some(())
+        }
+    })
+    .await;
+
     // c's DNS, asked every 5 ms from a thread of its own while a restarts.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let dns = {
