@@ -91,6 +91,44 @@ async fn junk_packets_at_the_dns_and_gossip_ports_leave_the_agent_serving() {
         let mut tcp = std::net::TcpStream::connect(format!("{ip}:{DNS_PORT}")).unwrap();
         let _ = tcp.write_all(b"\x00\x05hello\xff\xff\x00\x00");
     }
+    // And at the gossip port's TCP side, which carries messages too large
+    // for a datagram: another protocol, a frame longer than any datagram, a
+    // well-framed payload that is not a chitchat message. Each is cut off
+    // and counted; a half-sent preface just waits to be timed out.
+    let malformed = "muster_gossip_rejected_total{reason=\"malformed\"}";
+    eventually(Duration::from_secs(5), "the UDP junk counted", || async {
+        let now = metric(&a, malformed).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (metric(&a, malformed).await? == now).then_some(())
+    })
+    .await;
+    let before = metric(&a, malformed).await.unwrap();
+    let frame = |len: u32, payload: &[u8]| {
+        let mut f = b"MGOSSIP1".to_vec();
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&GOSSIP_PORT.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let held = {
+        use std::io::Write;
+        for junk in [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            frame(1 << 20, b""),
+            frame(4, b"\xff\xff\xff\xff"),
+        ] {
+            let mut tcp = std::net::TcpStream::connect(format!("{ip}:{GOSSIP_PORT}")).unwrap();
+            tcp.write_all(&junk).unwrap();
+        }
+        let mut held = std::net::TcpStream::connect(format!("{ip}:{GOSSIP_PORT}")).unwrap();
+        held.write_all(b"MGOS").unwrap();
+        held
+    };
+    eventually(Duration::from_secs(5), "three TCP junk counted", || async {
+        (metric(&a, malformed).await? == before + 3.0).then_some(())
+    })
+    .await;
+    drop(held);
 
     assert!(a.is_running(), "agent died");
     assert_eq!(

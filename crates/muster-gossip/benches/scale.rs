@@ -15,11 +15,11 @@
 //! machine's memory bounds the sizes (see the README's Measured section).
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use muster_core::{Address, Liveness, Record, Source};
-use muster_gossip::{Gossip, GossipConfig, GossipMetrics};
+use muster_gossip::{Gossip, GossipConfig, GossipMetrics, Sent};
 use tokio_util::sync::CancellationToken;
 
 struct Args {
@@ -70,11 +70,9 @@ fn args() -> Args {
     a
 }
 
+/// A port free for both UDP and TCP: gossip binds both.
 fn free_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    muster_gossip::free_gossip_addr([127, 0, 0, 1].into()).unwrap()
 }
 
 fn record(host: usize, i: usize, generation: usize) -> Record {
@@ -121,6 +119,7 @@ async fn start(index: usize, addr: SocketAddr, seeds: &[SocketAddr], args: &Args
             sources: BTreeSet::from([Source::Static]),
             metrics: metrics.clone(),
             keys: None,
+            mtu: muster_gossip::DEFAULT_MTU,
         },
         &stop,
     )
@@ -198,7 +197,7 @@ async fn simulate(n: usize, args: &Args) {
     let formed = started.elapsed();
 
     // At rest.
-    let before: Vec<(u64, u64, u64)> = members.iter().map(|m| m.metrics.sent()).collect();
+    let before: Vec<Sent> = members.iter().map(|m| m.metrics.sent()).collect();
     let cpu_before = cpu_time();
     let (mut polls, mut false_deaths) = (0usize, 0usize);
     let rest_start = Instant::now();
@@ -217,10 +216,24 @@ async fn simulate(n: usize, args: &Args) {
     }
     let secs = rest_start.elapsed().as_secs_f64();
     let cpu = (cpu_time() - cpu_before).as_secs_f64() * 1000.0 / secs / n as f64;
-    let after: Vec<(u64, u64, u64)> = members.iter().map(|m| m.metrics.sent()).collect();
-    let bytes: u64 = after.iter().zip(&before).map(|(a, b)| a.1 - b.1).sum();
-    let datagrams: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
-    let largest = after.iter().map(|a| a.2).max().unwrap_or(0);
+    let after: Vec<Sent> = members.iter().map(|m| m.metrics.sent()).collect();
+    // Everything sent, datagrams and TCP alike.
+    let bytes: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.datagram_bytes + a.tcp_bytes - b.datagram_bytes - b.tcp_bytes)
+        .sum();
+    let datagrams: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.datagrams - b.datagrams)
+        .sum();
+    let tcp: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.tcp_messages - b.tcp_messages)
+        .sum();
+    let largest = after.iter().map(|a| a.largest_datagram).max().unwrap_or(0);
 
     // Changes: one member moves one record; time until every member sees it.
     let mut took = Vec::with_capacity(args.changes);
@@ -268,10 +281,11 @@ async fn simulate(n: usize, args: &Args) {
     .map_or(Duration::from_secs(120), |_| t0.elapsed());
 
     println!(
-        "| {n} | {:.1} s | {:.1} KB/s | {:.1} | {largest} B | {:.2} s | {:.2} s | {:.2} s | {:.1} s | {false_deaths} of {polls} | {cpu:.1} mc | {:.2} MiB |",
+        "| {n} | {:.1} s | {:.1} KB/s | {:.1} | {:.1} | {largest} B | {:.2} s | {:.2} s | {:.2} s | {:.1} s | {false_deaths} of {polls} | {cpu:.1} mc | {:.2} MiB |",
         formed.as_secs_f64(),
         bytes as f64 / secs / n as f64 / 1000.0,
         datagrams as f64 / secs / n as f64,
+        tcp as f64 / secs / n as f64,
         percentile(&took, 0.5).as_secs_f64(),
         percentile(&took, 0.99).as_secs_f64(),
         joined.as_secs_f64(),
@@ -292,9 +306,9 @@ async fn main() {
         args.records, args.interval, args.rest
     );
     println!(
-        "| hosts | all hold everything after | sent per member at rest | datagrams/s per member | largest datagram | change everywhere p50 | p99 | new member holds all | stop to records gone everywhere | polls seeing a live member dead | CPU per member at rest | memory per member |"
+        "| hosts | all hold everything after | sent per member at rest | datagrams/s per member | TCP messages/s per member | largest datagram | change everywhere p50 | p99 | new member holds all | stop to records gone everywhere | polls seeing a live member dead | CPU per member at rest | memory per member |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.hosts {
         simulate(n, &args).await;
     }

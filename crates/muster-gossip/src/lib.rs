@@ -25,6 +25,7 @@ mod keyring;
 mod metrics;
 mod publisher;
 mod seal;
+mod stream;
 mod sync;
 mod transport;
 
@@ -36,7 +37,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
-    ProtocolVersion, spawn_chitchat,
+    MAX_UDP_DATAGRAM_PAYLOAD_SIZE, ProtocolVersion, spawn_chitchat,
 };
 use muster_core::{LastHeard, Snapshot, Source};
 use thiserror::Error;
@@ -76,7 +77,7 @@ pub mod fuzzing {
 pub use keyring::{
     GossipKeys, KEY_LEN, KeyFileError, KeyLineError, Keyring, MAX_KEYS, generate_key,
 };
-pub use metrics::GossipMetrics;
+pub use metrics::{GossipMetrics, Sent};
 pub use publisher::{PublishReport, Publisher};
 
 /// How an agent takes part in gossip.
@@ -113,7 +114,40 @@ pub struct GossipConfig {
     /// The keyring that seals and opens every datagram; `None` gossips in
     /// the clear (and drops sealed datagrams).
     pub keys: Option<GossipKeys>,
+    /// The largest datagram gossip sends, in bytes (seal included); a
+    /// larger message goes over TCP to the same port. [`DEFAULT_MTU`]
+    /// keeps every datagram inside one Ethernet frame.
+    pub mtu: usize,
 }
+
+/// An address on `ip` whose port is free for both UDP and TCP right now,
+/// as gossip needs (UDP for datagrams, TCP for larger messages): for tests
+/// and simulators that start many members. Another socket may take the
+/// port before it is bound again; a fixed, configured port never races.
+pub fn free_gossip_addr(ip: std::net::IpAddr) -> std::io::Result<SocketAddr> {
+    for _ in 0..100 {
+        // TCP first: a port may be busy for TCP (a connection's local
+        // port) while free for UDP, rarely the other way round.
+        let tcp = std::net::TcpListener::bind(SocketAddr::new(ip, 0))?;
+        let addr = tcp.local_addr()?;
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no port free for both UDP and TCP in 100 tries",
+    ))
+}
+
+/// The default for [`GossipConfig::mtu`]: 1,400 bytes fit an Ethernet
+/// frame with room for IP, UDP and a tunnel's headers, so no gossip
+/// datagram is ever fragmented.
+pub const DEFAULT_MTU: usize = 1_400;
+/// The smallest [`GossipConfig::mtu`] accepted.
+pub const MIN_MTU: usize = 512;
+/// The largest [`GossipConfig::mtu`]: a whole UDP datagram.
+pub const MAX_MTU: usize = MAX_UDP_DATAGRAM_PAYLOAD_SIZE;
 
 /// Why gossip could not start.
 #[derive(Debug, Error)]
@@ -186,6 +220,7 @@ impl Gossip {
             &transport::GossipTransport {
                 metrics: config.metrics.clone(),
                 keys: config.keys.clone(),
+                mtu: config.mtu.clamp(MIN_MTU, MAX_MTU),
             },
         )
         .await

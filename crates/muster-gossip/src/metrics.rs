@@ -1,6 +1,6 @@
-//! Gossip metrics: datagrams and bytes in and out and datagrams dropped
-//! (counted by the transport), and how long applying changes to the index
-//! takes.
+//! Gossip metrics: datagrams, TCP messages and bytes in and out and
+//! datagrams dropped (counted by the transport), and how long applying
+//! changes to the index takes.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,12 +41,30 @@ struct Reason {
     reason: &'static str,
 }
 
+/// What a member has sent since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Their payload bytes.
+    pub datagram_bytes: u64,
+    /// The largest datagram.
+    pub largest_datagram: u64,
+    /// Messages sent over TCP (too large for a datagram).
+    pub tcp_messages: u64,
+    /// Their payload bytes.
+    pub tcp_bytes: u64,
+}
+
 /// Gossip's metrics; cheap to clone (shared counters).
 #[derive(Clone, Debug)]
 pub struct GossipMetrics {
     packets: Family<Direction, Counter>,
     bytes: Family<Direction, Counter>,
     rejected: Family<Reason, Counter>,
+    tcp_messages: Family<Direction, Counter>,
+    tcp_bytes: Family<Direction, Counter>,
+    tcp_dropped: Counter,
     /// The largest datagram sent so far, in bytes.
     largest: Gauge,
     pub(crate) apply_seconds: Histogram,
@@ -58,6 +76,9 @@ impl Default for GossipMetrics {
             packets: Family::default(),
             bytes: Family::default(),
             rejected: Family::default(),
+            tcp_messages: Family::default(),
+            tcp_bytes: Family::default(),
+            tcp_dropped: Counter::default(),
             largest: Gauge::default(),
             // 10 µs to ~0.3 s.
             apply_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 16)),
@@ -89,6 +110,21 @@ impl GossipMetrics {
             self.rejected.clone(),
         );
         registry.register(
+            "muster_gossip_tcp_messages",
+            "Gossip messages too large for one datagram (past --gossip-mtu), sent (out) and received (in) over TCP",
+            self.tcp_messages.clone(),
+        );
+        registry.register(
+            "muster_gossip_tcp_bytes",
+            "Payload bytes of gossip messages sent (out) and received (in) over TCP",
+            self.tcp_bytes.clone(),
+        );
+        registry.register(
+            "muster_gossip_tcp_dropped",
+            "Gossip messages for TCP dropped: the peer's queue was full, or the connection failed",
+            self.tcp_dropped.clone(),
+        );
+        registry.register(
             "muster_gossip_largest_datagram_bytes",
             "The largest gossip datagram this agent has sent since it started",
             self.largest.clone(),
@@ -109,14 +145,40 @@ impl GossipMetrics {
         }
     }
 
-    /// Datagrams and bytes sent so far, and the largest datagram sent.
-    pub fn sent(&self) -> (u64, u64, u64) {
+    pub(crate) fn tcp_count(&self, direction: &'static str, bytes: usize) {
+        let labels = Direction { direction };
+        self.tcp_messages.get_or_create(&labels).inc();
+        self.tcp_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    pub(crate) fn tcp_dropped(&self) {
+        self.tcp_dropped.inc();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tcp_dropped_count(&self) -> u64 {
+        self.tcp_dropped.get()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn rejected(&self, reason: Rejection) -> u64 {
+        self.rejected
+            .get_or_create(&Reason {
+                reason: reason.label(),
+            })
+            .get()
+    }
+
+    /// What this member has sent so far.
+    pub fn sent(&self) -> Sent {
         let labels = Direction { direction: "out" };
-        (
-            self.packets.get_or_create(&labels).get(),
-            self.bytes.get_or_create(&labels).get(),
-            self.largest.get().max(0) as u64,
-        )
+        Sent {
+            datagrams: self.packets.get_or_create(&labels).get(),
+            datagram_bytes: self.bytes.get_or_create(&labels).get(),
+            largest_datagram: self.largest.get().max(0) as u64,
+            tcp_messages: self.tcp_messages.get_or_create(&labels).get(),
+            tcp_bytes: self.tcp_bytes.get_or_create(&labels).get(),
+        }
     }
 
     pub(crate) fn reject(&self, reason: Rejection) {

@@ -1,7 +1,9 @@
 //! The UDP transport chitchat gossips over: seals every datagram it sends
 //! and opens every datagram it receives when the agent has a keyring (see
 //! [`crate::seal`]), so chitchat never decodes a byte that did not
-//! authenticate; counts datagrams, bytes and what it drops.
+//! authenticate; counts datagrams, bytes and what it drops. A message
+//! whose datagram would exceed the MTU goes over TCP instead
+//! ([`crate::stream`]), as the same bytes, admitted the same way.
 //!
 //! Without a keyring it sends chitchat's plain encoding, and drops sealed
 //! datagrams (a keyed agent's) with a warning: a keyed and an unkeyed agent
@@ -19,6 +21,8 @@ use chitchat::{ChitchatEnvelope, ChitchatMessage, MAX_UDP_DATAGRAM_PAYLOAD_SIZE}
 use crate::keyring::{GossipKeys, Keyring};
 use crate::metrics::{GossipMetrics, Rejection};
 use crate::seal::{self, Refused, Session, Windows};
+use crate::stream::{Inbound, Stream};
+use tokio::sync::mpsc;
 
 /// Most sender sessions (and reply addresses) remembered.
 const MAX_PEERS: usize = 16_384;
@@ -29,6 +33,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct GossipTransport {
     pub metrics: GossipMetrics,
     pub keys: Option<GossipKeys>,
+    /// The largest datagram to send; larger messages go over TCP.
+    pub mtu: usize,
 }
 
 #[async_trait::async_trait]
@@ -40,8 +46,17 @@ impl Transport for GossipTransport {
         let mut session = [0u8; 16];
         getrandom::fill(&mut session).context("no random source for the gossip session")?;
         let session = Session::from_be_bytes(session).max(1);
+        let local = socket
+            .local_addr()
+            .context("no address for the gossip socket")?;
+        let (stream, inbound) = Stream::open(local, self.metrics.clone())
+            .await
+            .with_context(|| format!("failed to bind to {local}/TCP for gossip"))?;
         Ok(Box::new(GossipSocket {
             socket,
+            mtu: self.mtu,
+            stream,
+            inbound,
             keys: self.keys.clone(),
             metrics: self.metrics.clone(),
             counter: 0,
@@ -55,6 +70,9 @@ impl Transport for GossipTransport {
 
 struct GossipSocket {
     socket: tokio::net::UdpSocket,
+    mtu: usize,
+    stream: Stream,
+    inbound: mpsc::Receiver<Inbound>,
     keys: Option<GossipKeys>,
     metrics: GossipMetrics,
     /// Datagrams sealed so far in this session.
@@ -111,6 +129,13 @@ impl Socket for GossipSocket {
                 self.counter += 1;
             }
         }
+        if self.send_buf.len() > self.mtu {
+            // Queued, not yet written: a peer that is gone costs nothing here.
+            self.stream.send(to, &self.send_buf);
+            return Ok(SendOutcome {
+                num_bytes_sent: self.send_buf.len(),
+            });
+        }
         let num_bytes_sent = self
             .socket
             .send_to(&self.send_buf, to)
@@ -122,21 +147,31 @@ impl Socket for GossipSocket {
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
-            let (len, from) = match self.socket.recv_from(&mut self.recv_buf).await {
-                Ok(received) => received,
-                Err(err) if is_transient_io_error(&err) => {
-                    tracing::warn!(error = %err, "transient UDP recv error");
-                    continue;
+            // Both are cancel-safe: whichever loses the race keeps its data.
+            let mut framed;
+            let (from, datagram) = tokio::select! {
+                received = self.socket.recv_from(&mut self.recv_buf) => match received {
+                    Ok((len, from)) => {
+                        self.metrics.count("in", len);
+                        (from, &mut self.recv_buf[..len])
+                    }
+                    Err(err) if is_transient_io_error(&err) => {
+                        tracing::warn!(error = %err, "transient UDP recv error");
+                        continue;
+                    }
+                    Err(err) => return Err(err).context("fatal UDP recv error"),
+                },
+                Some((from, payload)) = self.inbound.recv() => {
+                    framed = payload;
+                    (from, framed.as_mut_slice())
                 }
-                Err(err) => return Err(err).context("fatal UDP recv error"),
             };
-            self.metrics.count("in", len);
+            let len = datagram.len();
             let ring = self.keys.as_ref().map(GossipKeys::current);
-            match self.receiver.admit(
-                ring.as_deref().map(|r| &**r),
-                from,
-                &mut self.recv_buf[..len],
-            ) {
+            match self
+                .receiver
+                .admit(ring.as_deref().map(|r| &**r), from, datagram)
+            {
                 Ok(envelope) => {
                     return Ok(RecvOutcome {
                         from_addr: from,

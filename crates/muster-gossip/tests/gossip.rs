@@ -1,7 +1,7 @@
 //! Gossip between in-process members over real UDP on loopback.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use chitchat::{
     ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion, spawn_chitchat,
 };
 use muster_core::{Address, PublishError, Record, Snapshot, Source};
-use muster_gossip::{Gossip, GossipConfig, RECORD_PREFIX};
+use muster_gossip::{Gossip, GossipConfig, GossipMetrics, MIN_MTU, RECORD_PREFIX};
 use tokio_util::sync::CancellationToken;
 
 /// A member started with `config`, with a shutdown token of its own.
@@ -21,11 +21,9 @@ async fn member(config: GossipConfig) -> Gossip {
         .expect("gossip starts")
 }
 
+/// A port free for both UDP and TCP: gossip binds both.
 fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    muster_gossip::free_gossip_addr([127, 0, 0, 1].into()).unwrap()
 }
 
 fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
@@ -44,6 +42,7 @@ fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
         sources: BTreeSet::new(),
         metrics: Default::default(),
         keys: None,
+        mtu: muster_gossip::DEFAULT_MTU,
     }
 }
 
@@ -309,5 +308,56 @@ async fn a_restart_that_never_publishes_takes_over_once_its_predecessor_is_dead_
         .unwrap();
     assert!(a.visible, "{a:?}");
     a2.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_the_mtu_travel_over_tcp_and_no_datagram_exceeds_it() {
+    let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
+    let (on_a, on_b) = (GossipMetrics::default(), GossipMetrics::default());
+    let a = member(GossipConfig {
+        mtu: MIN_MTU,
+        metrics: on_a.clone(),
+        ..config("a", a_addr, &[])
+    })
+    .await;
+    let b = member(GossipConfig {
+        mtu: MIN_MTU,
+        metrics: on_b.clone(),
+        ..config("b", b_addr, &[a_addr])
+    })
+    .await;
+    // 300 records: tens of KB of state, far past one 512-byte datagram.
+    let records = (0..300)
+        .map(|i| {
+            record(
+                &format!("web-{i}"),
+                &format!("10.0.{}.{}", i / 200, 1 + i % 200),
+            )
+        })
+        .collect();
+    a.publisher().replace(Source::Static, records).await;
+    eventually("all 300 records on b", &b.directory(), |s| s.len() == 300).await;
+    assert_eq!(b.directory().load().lookup("web-299")[0].host, "a");
+
+    // Small messages still go as datagrams, once each has gossiped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_a.sent().datagrams == 0 || on_b.sent().datagrams == 0 {
+        assert!(Instant::now() < deadline, "both gossip over UDP too");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (name, metrics) in [("a", &on_a), ("b", &on_b)] {
+        let sent = metrics.sent();
+        assert!(
+            sent.largest_datagram <= MIN_MTU as u64,
+            "{name} sent a datagram past the MTU: {sent:?}"
+        );
+    }
+    assert!(
+        on_a.sent().tcp_messages > 0,
+        "a's records went over TCP: {:?}",
+        on_a.sent()
+    );
+    a.shutdown().await;
     b.shutdown().await;
 }

@@ -4,7 +4,7 @@
 //! breaks the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,9 @@ use muster_gossip::{Gossip, GossipConfig, GossipKeys, GossipMetrics, Keyring, ge
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+/// A port free for both UDP and TCP: gossip binds both.
 fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    muster_gossip::free_gossip_addr([127, 0, 0, 1].into()).unwrap()
 }
 
 fn ring(keys: &[&str]) -> Keyring {
@@ -51,6 +49,7 @@ async fn member(
             sources: BTreeSet::new(),
             metrics: metrics.clone(),
             keys,
+            mtu: muster_gossip::DEFAULT_MTU,
         },
         &CancellationToken::new(),
     )
@@ -252,4 +251,30 @@ async fn a_rotation_in_three_steps_loses_no_member_and_no_change() {
         }
         assert!(all_alive(), "step {}: every member alive", step + 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_messages_past_the_mtu_travel_over_tcp_and_open_like_datagrams() {
+    let keys = GossipKeys::new(ring(&[&generate_key().unwrap()]));
+    let (a_addr, b_addr) = (free_udp_addr(), free_udp_addr());
+    let records: Vec<Record> = (0..300)
+        .map(|i| {
+            record(
+                &format!("web-{i}"),
+                &format!("10.0.{}.{}", i / 200, 1 + i % 200),
+            )
+        })
+        .collect();
+    let (a, on_a) = member("a", a_addr, &[], Some(keys.clone()), records).await;
+    let (b, on_b) = member("b", b_addr, &[a_addr], Some(keys), vec![]).await;
+    eventually("all 300 records on b", &b.directory(), |s| s.len() == 300).await;
+    assert!(on_a.sent().tcp_messages > 0, "{:?}", on_a.sent());
+    for metrics in [&on_a, &on_b] {
+        assert!(metrics.sent().largest_datagram <= muster_gossip::DEFAULT_MTU as u64);
+        for reason in ["auth", "replay", "malformed"] {
+            assert_eq!(rejected(metrics, reason), 0, "{reason}");
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

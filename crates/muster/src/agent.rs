@@ -136,6 +136,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .collect::<BTreeSet<_>>(),
             metrics: gossip_metrics.clone(),
             keys: gossip_keys.clone(),
+            mtu: config.gossip_mtu,
         },
         &shutdown,
     )

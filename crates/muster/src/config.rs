@@ -231,6 +231,13 @@ pub struct AgentArgs {
     /// later and more surely [default: 8]
     #[arg(long, env = "MUSTER_PHI_THRESHOLD", value_name = "PHI")]
     pub phi_threshold: Option<f64>,
+
+    /// The largest gossip datagram, in bytes; a larger message goes over TCP
+    /// to the peer's gossip port, so open that port to TCP as well as UDP.
+    /// The default keeps datagrams inside one Ethernet frame, so overlays,
+    /// VPNs and cloud networks never see a fragment [default: 1400]
+    #[arg(long, env = "MUSTER_GOSSIP_MTU", value_name = "BYTES")]
+    pub gossip_mtu: Option<usize>,
 }
 
 /// The agent's settings after merging, with every default applied.
@@ -262,6 +269,7 @@ pub struct AgentConfig {
     pub gossip_interval: Duration,
     pub dead_grace: Duration,
     pub phi_threshold: f64,
+    pub gossip_mtu: usize,
 }
 
 /// Why a secret file (gossip keys, a token, a TLS key) is too open, if it
@@ -379,6 +387,7 @@ impl AgentArgs {
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_millis(200))).0,
             dead_grace: pick!(dead_grace, HumanDuration(Duration::from_secs(5))).0,
             phi_threshold: pick!(phi_threshold, 8.0),
+            gossip_mtu: pick!(gossip_mtu, muster_gossip::DEFAULT_MTU),
         };
         let docker_off = self.no_docker.or(file.no_docker).unwrap_or(false);
         let docker_host = self
@@ -480,6 +489,14 @@ impl AgentConfig {
         if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
             bail!("phi threshold must be a positive number");
         }
+        if !(muster_gossip::MIN_MTU..=muster_gossip::MAX_MTU).contains(&self.gossip_mtu) {
+            bail!(
+                "gossip MTU must be between {} and {} bytes, not {}",
+                muster_gossip::MIN_MTU,
+                muster_gossip::MAX_MTU,
+                self.gossip_mtu
+            );
+        }
         Ok(())
     }
 }
@@ -579,9 +596,29 @@ mod tests {
                 advertise_addr: Some("0.0.0.0:7946".parse().unwrap()),
                 ..AgentArgs::default()
             },
+            AgentArgs {
+                gossip_mtu: Some(100),
+                ..AgentArgs::default()
+            },
+            AgentArgs {
+                gossip_mtu: Some(70_000),
+                ..AgentArgs::default()
+            },
         ] {
-            assert!(args.resolve().is_err());
+            let shown = format!("{args:?}");
+            assert!(args.resolve().is_err(), "{shown}");
         }
+    }
+
+    #[test]
+    fn the_gossip_mtu_defaults_to_one_unfragmented_frame_and_can_be_set_in_the_file() {
+        assert_eq!(AgentArgs::default().resolve().unwrap().gossip_mtu, 1400);
+        let file = write("gossip-mtu = 8900\n");
+        let args = AgentArgs {
+            config: Some(file.path().to_owned()),
+            ..AgentArgs::default()
+        };
+        assert_eq!(args.resolve().unwrap().gossip_mtu, 8900);
     }
 }
 
