@@ -179,12 +179,17 @@ async fn everywhere(
 }
 
 async fn simulate(n: usize, args: &Args) {
-    let addrs: Vec<SocketAddr> = (0..=n).map(|_| free_addr()).collect();
-    let seeds: Vec<SocketAddr> = addrs[..3.min(n)].to_vec();
+    // Each port is picked just before its member binds it: a port picked
+    // and let go may be handed out again by the next pick.
+    let mut seeds: Vec<SocketAddr> = Vec::with_capacity(3);
     let started = Instant::now();
     let mut members = Vec::with_capacity(n);
-    for (i, &addr) in addrs[..n].iter().enumerate() {
+    for i in 0..n {
+        let addr = free_addr();
         members.push(start(i, addr, &seeds, args).await);
+        if seeds.len() < 3 {
+            seeds.push(addr);
+        }
     }
     let total = n * args.records;
     if everywhere(&members, Duration::from_secs(300), |s| s.len() == total)
@@ -259,7 +264,7 @@ async fn simulate(n: usize, args: &Args) {
 
     // A new member: time to hold the whole directory.
     let newcomer_start = Instant::now();
-    let newcomer = start(n, addrs[n], &seeds, args).await;
+    let newcomer = start(n, free_addr(), &seeds, args).await;
     let joined = everywhere(
         std::slice::from_ref(&newcomer),
         Duration::from_secs(120),

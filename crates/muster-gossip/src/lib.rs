@@ -121,16 +121,20 @@ pub struct GossipConfig {
 }
 
 /// An address on `ip` whose port is free for both UDP and TCP right now,
-/// as gossip needs (UDP for datagrams, TCP for larger messages): for tests
-/// and simulators that start many members. Another socket may take the
-/// port before it is bound again; a fixed, configured port never races.
+/// as gossip needs (UDP for datagrams, TCP for larger messages), and was
+/// never handed out before by this process: for tests and simulators that
+/// start many members. Another socket may take the port before it is bound
+/// again; a fixed, configured port never races.
 pub fn free_gossip_addr(ip: std::net::IpAddr) -> std::io::Result<SocketAddr> {
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
     for _ in 0..100 {
         // TCP first: a port may be busy for TCP (a connection's local
         // port) while free for UDP, rarely the other way round.
         let tcp = std::net::TcpListener::bind(SocketAddr::new(ip, 0))?;
         let addr = tcp.local_addr()?;
-        if std::net::UdpSocket::bind(addr).is_ok() {
+        if std::net::UdpSocket::bind(addr).is_ok()
+            && GIVEN.lock().expect("not poisoned").insert(addr.port())
+        {
             return Ok(addr);
         }
     }
