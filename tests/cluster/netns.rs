@@ -195,6 +195,56 @@ impl Lab {
         }
     }
 
+    /// Host `i` refuses TCP to its gossip port, as a firewall opened only
+    /// for UDP would: datagrams pass, messages past the MTU do not.
+    pub fn refuse_gossip_tcp(&self, i: usize) {
+        self.iptables(
+            i,
+            &[
+                "-A",
+                "INPUT",
+                "-p",
+                "tcp",
+                "--dport",
+                &GOSSIP_PORT.to_string(),
+                "-j",
+                "DROP",
+            ],
+        );
+    }
+
+    /// One series of host `i`'s `/metrics`, read from inside its namespace.
+    pub fn metric(&self, i: usize, series: &str) -> Option<f64> {
+        let url = format!("http://{}:{HTTP_PORT}/metrics", self.ip(i));
+        let out = self.exec(
+            i,
+            "python3",
+            &[
+                "-c",
+                "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+                &url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+                value.trim().parse().ok()
+            })
+    }
+
+    /// Member `name` as host `i` shows it in `muster members -o json`.
+    pub fn member(&self, i: usize, name: &str) -> Option<serde_json::Value> {
+        let addr = format!("{}:{GRPC_PORT}", self.ip(i));
+        let out = self.exec(i, muster_bin(), &["members", "-o", "json", "--addr", &addr]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        json["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+    }
+
     /// Removes every cut and every loss.
     pub fn heal(&self) {
         for i in 0..self.hosts.len() {
@@ -420,6 +470,30 @@ fn records(i: usize, keys: &[u32]) -> String {
         .map(|k| {
             format!(
                 "[[record]]\nname = \"r{}-{k}\"\naddresses = [\"10.200.{}.{k}\"]\n",
+                i + 1,
+                i + 1
+            )
+        })
+        .collect()
+}
+
+/// Like [`records`], each with a label of 32 random-looking hex digits:
+/// gossip compresses its messages (zstd), and 100 of these stay far past
+/// one datagram once compressed.
+fn incompressible_records(i: usize, keys: &[u32]) -> String {
+    keys.iter()
+        .map(|&k| {
+            // splitmix64 of (host, key): the same file every run.
+            let mut z = ((i as u64) << 32 | u64::from(k)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut noise = String::new();
+            for _ in 0..2 {
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                noise.push_str(&format!("{z:016x}"));
+            }
+            format!(
+                "[[record]]\nname = \"r{}-{k}\"\naddresses = [\"10.200.{}.{k}\"]\nlabels = {{ noise = \"{noise}\" }}\n",
                 i + 1,
                 i + 1
             )
@@ -760,4 +834,80 @@ async fn clock_skew_breaks_neither_liveness_nor_a_restart_with_the_clock_set_bac
         "the new generation is the smaller one"
     );
     eprintln!("h1 restarted two hours back: its new records everywhere after {took:?}");
+}
+
+#[tokio::test]
+async fn an_agent_that_gossip_cannot_reach_over_tcp_says_how_far_behind_it_is_and_catches_up() {
+    let lab = Lab::new(2);
+    let h1 = lab.agent(0, &records(0, &[1])).await;
+    let h2 = lab.agent(1, &records(1, &[1])).await;
+    converge(
+        &lab,
+        &[0, 1],
+        &truth(&[(0, vec![1]), (1, vec![1])]),
+        Duration::from_secs(20),
+    )
+    .await;
+    const BEHIND: &str = "muster_gossip_behind_members";
+    assert_eq!(lab.metric(1, BEHIND), Some(0.0));
+
+    // A firewall that passes gossip's UDP but not its TCP: h2 still hears
+    // h1's digests, which announce h1's new versions, but the 100 records
+    // themselves (one message far past 1,400 bytes) cannot reach it.
+    lab.refuse_gossip_tcp(1);
+    let many: Vec<u32> = (1..=100).collect();
+    h1.write_records(&incompressible_records(0, &many));
+    h1.signal(libc::SIGHUP);
+    let versions = eventually(
+        Duration::from_secs(20),
+        "h2 to say it lacks h1's changes",
+        || async {
+            let m = lab.member(1, "h1")?;
+            let versions = m["behind_versions"].as_u64()?;
+            (versions >= 99 && m["behind_since_ms"].as_i64()? > 0).then_some(versions)
+        },
+    )
+    .await;
+    assert!(lab.metric(1, BEHIND).unwrap() >= 1.0);
+    assert_eq!(
+        lab.listed(1)
+            .iter()
+            .filter(|(host, _)| host == "h1")
+            .count(),
+        1,
+        "h2 still holds h1's old records"
+    );
+    assert_eq!(
+        lab.member(1, "h1").unwrap()["state"],
+        "alive",
+        "and h1 is alive"
+    );
+    let addr = format!("{}:{GRPC_PORT}", lab.ip(1));
+    let wide = lab.exec(1, muster_bin(), &["members", "-o", "wide", "--addr", &addr]);
+    let wide = String::from_utf8_lossy(&wide.stdout).into_owned();
+    assert!(wide.lines().next().unwrap().contains("BEHIND"), "{wide}");
+    let row = wide
+        .lines()
+        .find(|l| l.starts_with("h1 "))
+        .expect("a row for h1");
+    assert!(row.contains(&format!("({versions} versions)")), "{wide}");
+    // The lag lasts: h2 says so in its log, naming what to check.
+    eventually(Duration::from_secs(30), "h2 to warn of the lag", || async {
+        (lab.metric(1, "muster_gossip_behind_seconds")? >= 10.0
+            && h2.log().contains("is the gossip port open to TCP"))
+        .then_some(())
+    })
+    .await;
+
+    lab.heal();
+    let everything = truth(&[(0, many), (1, vec![1])]);
+    converge(&lab, &[0, 1], &everything, Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "h2 caught up", || async {
+        let m = lab.member(1, "h1")?;
+        (lab.metric(1, BEHIND)? == 0.0
+            && m["behind_since_ms"].is_null()
+            && m["behind_versions"] == 0)
+            .then_some(())
+    })
+    .await;
 }

@@ -140,6 +140,12 @@ impl Chitchat {
     fn report_heartbeats_in_digest(&mut self, digest: &Digest) {
         for (chitchat_id, node_digest) in &digest.node_digests {
             self.report_heartbeat(chitchat_id, node_digest.heartbeat);
+            if chitchat_id == self.self_chitchat_id() {
+                continue;
+            }
+            if let Some(node_state) = self.cluster_state.node_state_mut(chitchat_id) {
+                node_state.note_advertised_max_version(node_digest.max_version);
+            }
         }
     }
 
@@ -1536,6 +1542,41 @@ mod tests {
             1337,
         );
         assert!(node.cluster_state.node_state(&chitchat_id).is_none());
+    }
+
+    #[tokio::test]
+    async fn test_advertised_max_version_tells_how_far_behind_a_node_state_is() {
+        let config = ChitchatConfig::for_test(10_007);
+        let (_seed_addrs_rx, seed_addrs) = watch::channel(Default::default());
+        let mut node = Chitchat::with_chitchat_id_and_seeds(config, seed_addrs, Vec::new());
+        let other = ChitchatId::for_local_test(10_008);
+
+        let mut digest = Digest::default();
+        digest.add_node(other.clone(), Heartbeat(1), 0, 5);
+        node.report_heartbeats_in_digest(&digest);
+        let state = node.node_state(&other).unwrap();
+        assert_eq!((state.max_version(), state.advertised_max_version()), (0, 5));
+
+        // A staler digest does not lower it; the delta catches up.
+        let mut stale = Digest::default();
+        stale.add_node(other.clone(), Heartbeat(2), 0, 3);
+        node.report_heartbeats_in_digest(&stale);
+        let mut delta = Delta::default();
+        delta.add_node(other.clone(), 0, 0);
+        for version in 1..=5 {
+            delta.add_kv(&other, &format!("k{version}"), "v", version, false);
+        }
+        node.process_delta(delta);
+        let state = node.node_state(&other).unwrap();
+        assert_eq!((state.max_version(), state.advertised_max_version()), (5, 5));
+
+        // Its own digest entry says nothing about this node's own state.
+        let me = node.self_chitchat_id().clone();
+        let mut about_me = Digest::default();
+        about_me.add_node(me.clone(), Heartbeat(9), 0, 99);
+        node.report_heartbeats_in_digest(&about_me);
+        let mine = node.node_state(&me).unwrap();
+        assert_eq!(mine.advertised_max_version(), mine.max_version());
     }
 
     // There was a bug in process_message:

@@ -45,6 +45,11 @@ pub struct NodeState {
     // from another node that are actually only make sense in the context of the
     // emission of delta from a `last_gc_version`.
     last_gc_version: Version,
+    // The highest `max_version` a peer's digest has advertised for this
+    // node: above `max_version` while changes the cluster holds have not
+    // reached this one.
+    #[serde(skip)]
+    advertised_max_version: Version,
     // A proper interpretation of `max_version` and `last_gc_version` is the following:
     // The state contains exactly:
     // - all of the (non-deleted) key values present at snapshot `max_version`.
@@ -80,6 +85,7 @@ impl NodeState {
             max_version: 0u64,
             listeners,
             last_gc_version: 0u64,
+            advertised_max_version: 0u64,
         }
     }
 
@@ -89,6 +95,18 @@ impl NodeState {
 
     pub fn last_gc_version(&self) -> Version {
         self.last_gc_version
+    }
+
+    /// The highest max version any peer's digest has advertised for this
+    /// node, or this state's own [`NodeState::max_version`] if higher: while
+    /// it is above `max_version`, this node's state here lacks changes that
+    /// other members hold.
+    pub fn advertised_max_version(&self) -> Version {
+        self.advertised_max_version.max(self.max_version)
+    }
+
+    pub(crate) fn note_advertised_max_version(&mut self, max_version: Version) {
+        self.advertised_max_version = self.advertised_max_version.max(max_version);
     }
 
     pub(crate) fn set_last_gc_version(&mut self, last_gc_version: Version) {
@@ -107,6 +125,7 @@ impl NodeState {
             max_version: Default::default(),
             listeners: Listeners::default(),
             last_gc_version: 0u64,
+            advertised_max_version: 0u64,
         }
     }
 
@@ -190,7 +209,9 @@ impl NodeState {
     }
 
     fn reset_node(&mut self, last_gc_version: Version) {
+        let advertised_max_version = self.advertised_max_version;
         *self = NodeState::new(self.chitchat_id.clone(), self.listeners.clone());
+        self.advertised_max_version = advertised_max_version;
         self.max_version = 0;
         self.last_gc_version = last_gc_version;
     }

@@ -210,6 +210,13 @@ impl Directory for DirectoryService {
                     .get(&m.name)
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_millis() as i64);
+                if let Some(behind) = self.last_heard.behind(&m.name) {
+                    wire.behind_since_ms = behind
+                        .since
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    wire.behind_versions = behind.versions;
+                }
                 wire
             })
             .collect();

@@ -16,7 +16,7 @@ mod record;
 mod registration;
 mod selector;
 
-pub use heard::LastHeard;
+pub use heard::{Behind, LastHeard};
 pub use index::{
     Change, HistoryGone, JOURNAL_LEN, Liveness, Member, RecordEvent, RecordKey, Snapshot,
 };

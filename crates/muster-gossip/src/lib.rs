@@ -178,6 +178,9 @@ pub struct Gossip {
     revisions: watch::Receiver<u64>,
     heard: LastHeard,
     _listeners: [ListenerHandle; 2],
+    /// The transport's TCP tasks: waited for on shutdown, so the port is
+    /// free once [`Gossip::stopped`] returns.
+    transport_tasks: tokio_util::task::TaskTracker,
 }
 
 impl Gossip {
@@ -218,6 +221,7 @@ impl Gossip {
             // Nothing to wait for: ready from the first gossip on.
             initial.push((READY_KEY.to_owned(), "1".to_owned()));
         }
+        let transport_tasks = tokio_util::task::TaskTracker::new();
         let handle = spawn_chitchat(
             chitchat_config,
             initial,
@@ -225,6 +229,7 @@ impl Gossip {
                 metrics: config.metrics.clone(),
                 keys: config.keys.clone(),
                 mtu: config.mtu.clamp(MIN_MTU, MAX_MTU),
+                tasks: transport_tasks.clone(),
             },
         )
         .await
@@ -254,6 +259,7 @@ impl Gossip {
                 tick: config.gossip_interval.min(Duration::from_millis(100)),
                 suspect_after: config.gossip_interval * 3,
                 conflict_after: config.gossip_interval * 6,
+                lag_warn_after: (config.gossip_interval * 50).max(Duration::from_secs(10)),
                 metrics: config.metrics.clone(),
             },
             revisions_tx,
@@ -270,6 +276,7 @@ impl Gossip {
             revisions,
             heard,
             _listeners: listeners,
+            transport_tasks,
         })
     }
 
@@ -318,6 +325,14 @@ impl Gossip {
         let _ = self.sync_task.await;
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!(error = %e, "chitchat did not shut down cleanly");
+        }
+        // chitchat has dropped the socket, which stops the TCP tasks.
+        self.transport_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.transport_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("gossip's TCP tasks did not stop within 5 s");
         }
     }
 

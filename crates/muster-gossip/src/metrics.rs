@@ -65,6 +65,8 @@ pub struct GossipMetrics {
     tcp_messages: Family<Direction, Counter>,
     tcp_bytes: Family<Direction, Counter>,
     tcp_dropped: Counter,
+    lagging: Gauge,
+    longest_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The largest datagram sent so far, in bytes.
     largest: Gauge,
     pub(crate) apply_seconds: Histogram,
@@ -79,6 +81,8 @@ impl Default for GossipMetrics {
             tcp_messages: Family::default(),
             tcp_bytes: Family::default(),
             tcp_dropped: Counter::default(),
+            lagging: Gauge::default(),
+            longest_lag: Gauge::default(),
             largest: Gauge::default(),
             // 10 µs to ~0.3 s.
             apply_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 16)),
@@ -125,6 +129,16 @@ impl GossipMetrics {
             self.tcp_dropped.clone(),
         );
         registry.register(
+            "muster_gossip_behind_members",
+            "Members whose changes, held by other agents, this agent lacks right now",
+            self.lagging.clone(),
+        );
+        registry.register(
+            "muster_gossip_behind_seconds",
+            "How long this agent has lacked changes of the member it is furthest behind on, 0 if none",
+            self.longest_lag.clone(),
+        );
+        registry.register(
             "muster_gossip_largest_datagram_bytes",
             "The largest gossip datagram this agent has sent since it started",
             self.largest.clone(),
@@ -149,6 +163,11 @@ impl GossipMetrics {
         let labels = Direction { direction };
         self.tcp_messages.get_or_create(&labels).inc();
         self.tcp_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    pub(crate) fn set_lag(&self, members: usize, longest: std::time::Duration) {
+        self.lagging.set(members as i64);
+        self.longest_lag.set(longest.as_secs_f64());
     }
 
     pub(crate) fn tcp_dropped(&self) {

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics::GossipMetrics;
 
@@ -62,6 +63,7 @@ pub(crate) struct Stream {
     writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     metrics: GossipMetrics,
     stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Drop for Stream {
@@ -73,21 +75,31 @@ impl Drop for Stream {
 impl Stream {
     /// Listens on `local` (the UDP socket's own address, so the TCP port is
     /// the UDP port) and returns the stream with the channel its inbound
-    /// frames arrive on.
+    /// frames arrive on. Every task it starts is spawned on `tasks`: once
+    /// the stream is dropped they all end, and waiting on `tasks` tells when
+    /// the port is free again.
     pub async fn open(
         local: SocketAddr,
         metrics: GossipMetrics,
+        tasks: TaskTracker,
     ) -> std::io::Result<(Stream, mpsc::Receiver<Inbound>)> {
         let listener = TcpListener::bind(local).await?;
         let (tx, rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, tx, metrics.clone(), stop.clone()));
+        tasks.spawn(accept(
+            listener,
+            tx,
+            metrics.clone(),
+            stop.clone(),
+            tasks.clone(),
+        ));
         Ok((
             Stream {
                 local,
                 writers: HashMap::new(),
                 metrics,
                 stop,
+                tasks,
             },
             rx,
         ))
@@ -125,7 +137,7 @@ impl Stream {
         tx.try_send(frame).expect("a new queue has room");
         self.writers.insert(to, tx);
         let bind = (!self.local.ip().is_unspecified()).then_some(self.local.ip());
-        tokio::spawn(write(
+        self.tasks.spawn(write(
             bind,
             to,
             rx,
@@ -220,6 +232,7 @@ async fn accept(
     inbound: mpsc::Sender<Inbound>,
     metrics: GossipMetrics,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND));
     loop {
@@ -244,7 +257,7 @@ async fn accept(
         let metrics = metrics.clone();
         let stop = stop.clone();
         let mut conn = conn;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
                 cut = read(&mut conn, from, &inbound, &metrics) => match cut {
@@ -335,9 +348,13 @@ mod tests {
             .unwrap()
             .port();
         let metrics = GossipMetrics::default();
-        let (stream, rx) = Stream::open(SocketAddr::from(([127, 0, 0, 1], port)), metrics.clone())
-            .await
-            .unwrap();
+        let (stream, rx) = Stream::open(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            metrics.clone(),
+            TaskTracker::new(),
+        )
+        .await
+        .unwrap();
         (stream, rx, metrics)
     }
 
@@ -398,6 +415,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn once_dropped_and_its_tasks_waited_for_the_port_is_free_again() {
+        let (other, _other_rx, _) = open().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let local = SocketAddr::from(([127, 0, 0, 1], port));
+        let tasks = TaskTracker::new();
+        let (mut b, _b_rx) = Stream::open(local, GossipMetrics::default(), tasks.clone())
+            .await
+            .unwrap();
+        // A reader (a peer connected in) and a writer (b connected out).
+        let mut peer = TcpStream::connect(local).await.unwrap();
+        peer.write_all(PREFACE).await.unwrap();
+        assert!(b.send(other.local, b"hello"));
+        drop(b);
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("every task ends");
+        TcpListener::bind(local)
+            .await
+            .expect("a restarted member binds the same port");
+    }
+
+    #[tokio::test]
     async fn a_peer_that_is_not_listening_costs_a_dropped_message_then_is_retried() {
         let (mut a, _, a_metrics) = open().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -414,7 +458,9 @@ mod tests {
         }
         // The peer starts: the next message gets a new connection.
         let metrics = GossipMetrics::default();
-        let (_b, mut b_rx) = Stream::open(absent, metrics).await.unwrap();
+        let (_b, mut b_rx) = Stream::open(absent, metrics, TaskTracker::new())
+            .await
+            .unwrap();
         assert!(a.send(absent, b"found"));
         assert_eq!(next(&mut b_rx).await.1, b"found");
     }

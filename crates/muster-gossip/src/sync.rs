@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
-use muster_core::{Change, LastHeard, Liveness, Member, Snapshot};
+use muster_core::{Behind, Change, LastHeard, Liveness, Member, Snapshot};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     /// Two incarnations of one name whose heartbeats both move for this
     /// long are two agents claiming one name (see [`Claim`]).
     pub conflict_after: Duration,
+    /// A node whose changes this agent has lacked this long is logged.
+    pub lag_warn_after: Duration,
     pub metrics: crate::GossipMetrics,
 }
 
@@ -50,6 +52,46 @@ struct Tracked {
     /// Records it publishes (live keys with the record prefix).
     records: usize,
     meta: BTreeMap<String, String>,
+    /// Whether this agent lacks some of its changes, and since when.
+    lag: Lag,
+}
+
+/// Whether this agent lacks changes of one node that other members hold,
+/// judged on every look from the versions peers advertise for the node
+/// (chitchat's digests) against the version held here.
+///
+/// A lag of a few milliseconds is normal: a digest arrives a round trip
+/// before the changes it announces. A lag that lasts means changes cannot
+/// reach this agent, e.g. because TCP, which carries messages past the
+/// MTU, is blocked between agents while UDP passes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Lag {
+    /// Since when versions have been missing.
+    since: Option<Instant>,
+    /// How many are missing.
+    versions: u64,
+    /// Whether this lag was logged.
+    warned: bool,
+}
+
+impl Lag {
+    /// Notes one look: `missing` versions. Returns whether the lag changed
+    /// (it started, ended, or its count moved).
+    fn note(&mut self, missing: u64, now: Instant) -> bool {
+        let before = (self.since, self.versions);
+        if missing == 0 {
+            *self = Lag::default();
+        } else {
+            self.since.get_or_insert(now);
+            self.versions = missing;
+        }
+        before != (self.since, self.versions)
+    }
+
+    /// How long versions have been missing, if they are.
+    fn age(&self, now: Instant) -> Option<Duration> {
+        Some(now.duration_since(self.since?))
+    }
 }
 
 /// The failure detector's verdict on the counted incarnation.
@@ -346,6 +388,7 @@ fn look(
     heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
     claims.retain(|name, _| by_name.contains_key(name.as_str()));
     let mut members = Vec::with_capacity(by_name.len());
+    let (mut lagging, mut longest_lag) = (0usize, Duration::ZERO);
     for (name, mut all) in by_name {
         all.sort_by_key(|(id, _, _)| id.generation_id);
         let standings: Vec<Standing> = all
@@ -406,6 +449,7 @@ fn look(
                 heard_moved: None,
                 records: 0,
                 meta: BTreeMap::new(),
+                lag: Lag::default(),
             }
         });
         let restarted = t.id != *id;
@@ -432,6 +476,32 @@ fn look(
                 name,
                 SystemTime::now() - now.duration_since(incarnation.moved_at),
             );
+        }
+        let missing = state
+            .advertised_max_version()
+            .saturating_sub(state.max_version());
+        if t.lag.note(missing, now) {
+            heard.set_behind(
+                name,
+                t.lag.since.map(|since| Behind {
+                    since: SystemTime::now() - now.duration_since(since),
+                    versions: t.lag.versions,
+                }),
+            );
+        }
+        if let Some(age) = t.lag.age(now) {
+            lagging += 1;
+            longest_lag = longest_lag.max(age);
+            if age >= settings.lag_warn_after && !t.lag.warned {
+                t.lag.warned = true;
+                warn!(
+                    host = %name,
+                    missing_versions = t.lag.versions,
+                    for_seconds = age.as_secs(),
+                    "this agent lacks changes of this host that other agents hold: \
+                     is the gossip port open to TCP as well as UDP between agents?"
+                );
+            }
         }
         let suspect = alive && now.duration_since(incarnation.moved_at) > settings.suspect_after;
         let visible = incarnation
@@ -495,6 +565,7 @@ fn look(
             }
         }
     }
+    settings.metrics.set_lag(lagging, longest_lag);
     (copied, members)
 }
 
@@ -570,6 +641,26 @@ mod tests {
             alive: false,
             ..silent(s)
         }
+    }
+
+    #[test]
+    fn a_lag_starts_when_versions_are_missing_and_keeps_its_start_until_caught_up() {
+        let t0 = Instant::now();
+        let mut lag = Lag::default();
+        assert!(!lag.note(0, t0), "nothing missing, nothing changes");
+        assert_eq!(lag.age(t0), None);
+        assert!(lag.note(3, t0));
+        // More versions announced later: the same lag, older by now.
+        assert!(lag.note(5, t0 + Duration::from_secs(2)));
+        assert!(!lag.note(5, t0 + Duration::from_secs(3)));
+        assert_eq!(
+            lag.age(t0 + Duration::from_secs(3)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(lag.versions, 5);
+        lag.warned = true;
+        assert!(lag.note(0, t0 + Duration::from_secs(4)), "caught up");
+        assert_eq!(lag, Lag::default(), "a later lag is a new one, warned anew");
     }
 
     /// `all[expected]` is the incarnation that counts, in no conflict.

@@ -35,6 +35,8 @@ pub(crate) struct GossipTransport {
     pub keys: Option<GossipKeys>,
     /// The largest datagram to send; larger messages go over TCP.
     pub mtu: usize,
+    /// Where the TCP carriage spawns its tasks.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 #[async_trait::async_trait]
@@ -49,7 +51,7 @@ impl Transport for GossipTransport {
         let local = socket
             .local_addr()
             .context("no address for the gossip socket")?;
-        let (stream, inbound) = Stream::open(local, self.metrics.clone())
+        let (stream, inbound) = Stream::open(local, self.metrics.clone(), self.tasks.clone())
             .await
             .with_context(|| format!("failed to bind to {local}/TCP for gossip"))?;
         Ok(Box::new(GossipSocket {

@@ -259,6 +259,8 @@ impl From<&core::Member> for v1::Member {
             docker: m.meta.get("docker").cloned().unwrap_or_default(),
             docker_error: m.meta.get("docker_error").cloned().unwrap_or_default(),
             last_heard_ms: 0,
+            behind_since_ms: 0,
+            behind_versions: 0,
         }
     }
 }

@@ -267,7 +267,7 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
                 t,
                 "{}",
                 if wide {
-                    "\tGENERATION\tGRPC\tPOLICY\tDOCKER ERROR"
+                    "\tGENERATION\tBEHIND\tGRPC\tPOLICY\tDOCKER ERROR"
                 } else {
                     ""
                 }
@@ -289,8 +289,9 @@ pub async fn members(args: &ClientArgs) -> Result<Outcome, ClientError> {
                 if wide {
                     write!(
                         t,
-                        "\t{}\t{}\t{}\t{}",
+                        "\t{}\t{}\t{}\t{}\t{}",
                         m.generation,
+                        behind(m),
                         m.meta.get("grpc_addr").map_or("-", String::as_str),
                         m.meta.get("policy").map_or("-", String::as_str),
                         dash(&m.docker_error),
@@ -404,6 +405,11 @@ struct MemberJson {
     last_heard_ms: Option<i64>,
     /// The same, RFC 3339.
     last_heard: Option<String>,
+    /// Since when the answering agent has lacked changes of this member
+    /// that other agents hold, Unix ms; absent if it lacks none.
+    behind_since_ms: Option<i64>,
+    /// How many versions of its state it lacks (0 if none).
+    behind_versions: u64,
     meta: BTreeMap<String, String>,
 }
 
@@ -432,6 +438,8 @@ impl From<&v1::Member> for MemberJson {
                 )
                 .to_string()
             }),
+            behind_since_ms: (m.behind_since_ms > 0).then_some(m.behind_since_ms),
+            behind_versions: m.behind_versions,
             meta: m.meta.clone(),
         }
     }
@@ -443,6 +451,21 @@ fn dash(v: &str) -> &str {
 }
 
 /// "3m ago" for a Unix time in seconds.
+/// How far behind the answering agent is on `m`: "-" if not at all, else
+/// for how long and by how many versions, e.g. `12s (40 versions)`.
+fn behind(m: &MemberJson) -> String {
+    let Some(since_ms) = m.behind_since_ms else {
+        return "-".to_owned();
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let secs = (now_ms - since_ms).max(0) as f64 / 1000.0;
+    let versions = m.behind_versions;
+    let plural = if versions == 1 { "" } else { "s" };
+    format!("{secs:.1}s ({versions} version{plural})")
+}
+
 fn age(started_at: i64) -> String {
     if started_at <= 0 {
         return "-".to_owned();
