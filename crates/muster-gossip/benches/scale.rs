@@ -10,7 +10,8 @@
 //! polls that saw a live member dead, and CPU and memory per member.
 //!
 //! Run: `cargo bench -p muster-gossip --bench scale -- --hosts 50,100,200
-//! --records 10 --interval 200ms` (defaults shown). Every member holds
+//! --records 10 --interval 200ms --loss 0` (defaults shown); `--loss 0.05`
+//! drops 5% of the gossip messages each member receives. Every member holds
 //! the whole directory, so memory grows with hosts × hosts × records: the
 //! machine's memory bounds the sizes (see the README's Measured section).
 
@@ -28,6 +29,8 @@ struct Args {
     interval: Duration,
     changes: usize,
     rest: Duration,
+    /// The fraction of gossip messages each member drops on receipt.
+    loss: f64,
 }
 
 fn args() -> Args {
@@ -37,6 +40,7 @@ fn args() -> Args {
         interval: Duration::from_millis(200),
         changes: 20,
         rest: Duration::from_secs(10),
+        loss: 0.0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -63,6 +67,9 @@ fn args() -> Args {
     }
     if let Some(v) = value("--changes") {
         a.changes = v.parse().expect("--changes N");
+    }
+    if let Some(v) = value("--loss") {
+        a.loss = v.parse().expect("--loss FRACTION, e.g. 0.05");
     }
     if let Some(v) = value("--rest") {
         a.rest = Duration::from_secs(v.trim_end_matches('s').parse().expect("--rest in s"));
@@ -120,6 +127,7 @@ async fn start(index: usize, addr: SocketAddr, seeds: &[SocketAddr], args: &Args
             metrics: metrics.clone(),
             keys: None,
             mtu: muster_gossip::DEFAULT_MTU,
+            receive_loss: args.loss,
         },
         &stop,
     )
@@ -307,8 +315,11 @@ async fn simulate(n: usize, args: &Args) {
 async fn main() {
     let args = args();
     println!(
-        "## Scale simulator: {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}\n",
-        args.records, args.interval, args.rest
+        "## Scale simulator: {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}, {:.0}% of messages lost on receipt\n",
+        args.records,
+        args.interval,
+        args.rest,
+        args.loss * 100.0
     );
     println!(
         "| hosts | all hold everything after | sent per member at rest | datagrams/s per member | TCP messages/s per member | largest datagram | change everywhere p50 | p99 | new member holds all | stop to records gone everywhere | polls seeing a live member dead | CPU per member at rest | memory per member |"

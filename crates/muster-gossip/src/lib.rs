@@ -118,6 +118,10 @@ pub struct GossipConfig {
     /// larger message goes over TCP to the same port. [`DEFAULT_MTU`]
     /// keeps every datagram inside one Ethernet frame.
     pub mtu: usize,
+    /// Drops this fraction (0 to 1) of the gossip messages received, as a
+    /// lossy network would, before they are opened: for simulators and
+    /// tests of many members in one process. 0 in an agent.
+    pub receive_loss: f64,
 }
 
 /// An address on `ip` whose port is free for both UDP and TCP right now,
@@ -230,6 +234,7 @@ impl Gossip {
                 keys: config.keys.clone(),
                 mtu: config.mtu.clamp(MIN_MTU, MAX_MTU),
                 tasks: transport_tasks.clone(),
+                loss: config.receive_loss.clamp(0.0, 1.0),
             },
         )
         .await

@@ -521,7 +521,10 @@ fn look(
             if version_moved || restarted {
                 t.records = state.iter_prefix(RECORD_PREFIX).count();
             }
-        } else if !t.visible || restarted || needs_full_copy(state, t.seen_version) {
+        } else if !t.visible
+            || restarted
+            || needs_full_copy(state.max_version(), state.last_gc_version(), t.seen_version)
+        {
             let all = all_records(state);
             t.records = all.len();
             copied.push((name.to_owned(), Copied::Full(all)));
@@ -572,8 +575,8 @@ fn look(
 /// A delta is only safe when every tombstone since our last look is still
 /// there; chitchat forgets tombstones up to `last_gc_version`, and a reset
 /// can make versions go backwards.
-fn needs_full_copy(state: &NodeState, seen_version: u64) -> bool {
-    state.max_version() < seen_version || state.last_gc_version() > seen_version
+fn needs_full_copy(max_version: u64, last_gc_version: u64, seen_version: u64) -> bool {
+    max_version < seen_version || last_gc_version > seen_version
 }
 
 fn record_id(key: &str) -> Option<&str> {
@@ -641,6 +644,25 @@ mod tests {
             alive: false,
             ..silent(s)
         }
+    }
+
+    #[test]
+    fn a_delta_since_the_last_look_is_enough_only_while_every_tombstone_since_is_kept() {
+        // Seen up to version 10; the node is at 15 and has forgotten
+        // tombstones up to 8: every deletion after 10 is still there.
+        assert!(!needs_full_copy(15, 8, 10));
+        assert!(
+            !needs_full_copy(15, 10, 10),
+            "forgotten up to exactly what was seen"
+        );
+        // Tombstones up to 12 are gone: a record deleted at 11 would be
+        // missed by a delta, so the host's records are copied whole.
+        assert!(needs_full_copy(15, 12, 10));
+        // Versions went backwards (chitchat reset the node): whole copy.
+        assert!(needs_full_copy(4, 0, 10));
+        // Nothing new and nothing forgotten: no copy at all is needed, and
+        // a delta (of nothing) is what the caller takes.
+        assert!(!needs_full_copy(10, 0, 10));
     }
 
     #[test]

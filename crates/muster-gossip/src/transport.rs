@@ -37,6 +37,8 @@ pub(crate) struct GossipTransport {
     pub mtu: usize,
     /// Where the TCP carriage spawns its tasks.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The fraction of received messages dropped (simulated loss).
+    pub loss: f64,
 }
 
 #[async_trait::async_trait]
@@ -56,6 +58,7 @@ impl Transport for GossipTransport {
             .with_context(|| format!("failed to bind to {local}/TCP for gossip"))?;
         Ok(Box::new(GossipSocket {
             socket,
+            loss: Loss::new(self.loss, session),
             mtu: self.mtu,
             stream,
             inbound,
@@ -72,6 +75,7 @@ impl Transport for GossipTransport {
 
 struct GossipSocket {
     socket: tokio::net::UdpSocket,
+    loss: Loss,
     mtu: usize,
     stream: Stream,
     inbound: mpsc::Receiver<Inbound>,
@@ -168,6 +172,9 @@ impl Socket for GossipSocket {
                     (from, framed.as_mut_slice())
                 }
             };
+            if self.loss.drops() {
+                continue;
+            }
             let len = datagram.len();
             let ring = self.keys.as_ref().map(GossipKeys::current);
             match self
@@ -187,6 +194,36 @@ impl Socket for GossipSocket {
                 }
             }
         }
+    }
+}
+
+/// Simulated loss: drops a fraction of what is received (see
+/// [`crate::GossipConfig::receive_loss`]), deciding with a small
+/// generator seeded by the session, so members of one process lose
+/// independently.
+struct Loss {
+    /// Drop when the next draw is below this (0: never).
+    below: u64,
+    state: u64,
+}
+
+impl Loss {
+    fn new(fraction: f64, seed: Session) -> Loss {
+        Loss {
+            below: (fraction.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+            state: (seed as u64) | 1,
+        }
+    }
+
+    fn drops(&mut self) -> bool {
+        if self.below == 0 {
+            return false;
+        }
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) < self.below
     }
 }
 
@@ -295,4 +332,20 @@ impl GossipSocket {
 fn decode(mut buf: &[u8]) -> Result<ChitchatEnvelope, (Rejection, &'static str)> {
     ChitchatEnvelope::deserialize(&mut buf)
         .map_err(|_| (Rejection::Malformed, "not a chitchat message"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_loss_drops_about_the_fraction_asked_and_none_at_zero() {
+        let mut none = Loss::new(0.0, 7);
+        assert!((0..10_000).all(|_| !none.drops()));
+        let mut some = Loss::new(0.05, 7);
+        let dropped = (0..100_000).filter(|_| some.drops()).count();
+        assert!((4_500..5_500).contains(&dropped), "{dropped} of 100,000");
+        let mut all = Loss::new(1.0, 7);
+        assert!((0..10_000).all(|_| all.drops()));
+    }
 }

@@ -43,6 +43,7 @@ fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
         metrics: Default::default(),
         keys: None,
         mtu: muster_gossip::DEFAULT_MTU,
+        receive_loss: 0.0,
     }
 }
 

@@ -50,6 +50,7 @@ async fn member(
             metrics: metrics.clone(),
             keys,
             mtu: muster_gossip::DEFAULT_MTU,
+            receive_loss: 0.0,
         },
         &CancellationToken::new(),
     )

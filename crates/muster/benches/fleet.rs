@@ -11,8 +11,12 @@
 //! new address over DNS (p50, p99); and members any agent saw dead while
 //! none was stopped.
 //!
+//! Then a new agent joins each fleet: the time until it holds every
+//! record. With `--bulk N`, one more measurement: an agent joining one that
+//! publishes N records.
+//!
 //! Run: `cargo bench -p muster --bench fleet -- --agents 30,60,120
-//! --interval 1s --records 50 --rest 20 --changes 20`
+//! --interval 1s --records 50 --rest 20 --changes 20 --bulk 50000`
 
 #[allow(dead_code)]
 #[path = "../../../tests/cluster/harness.rs"]
@@ -29,6 +33,8 @@ struct Args {
     records: usize,
     rest: Duration,
     changes: usize,
+    /// Records of the bulk-join measurement; 0 skips it.
+    bulk: usize,
 }
 
 fn args() -> Args {
@@ -38,6 +44,7 @@ fn args() -> Args {
         records: 50,
         rest: Duration::from_secs(20),
         changes: 20,
+        bulk: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,13 +60,14 @@ fn args() -> Args {
             "--records" => args.records = value().parse().expect("--records N"),
             "--rest" => args.rest = Duration::from_secs(value().parse().expect("--rest SECONDS")),
             "--changes" => args.changes = value().parse().expect("--changes N"),
+            "--bulk" => args.bulk = value().parse().expect("--bulk RECORDS"),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
     }
     assert!(
-        args.agents.iter().all(|&n| (3..=250).contains(&n)),
-        "3 to 250 agents: one loopback /24"
+        args.agents.iter().all(|&n| (3..=249).contains(&n)),
+        "3 to 249 agents (and a newcomer): one loopback /24"
     );
     args
 }
@@ -224,14 +232,35 @@ async fn fleet(n: usize, args: &Args) {
         tokio::time::sleep(Duration::from_millis(100 + (c as u64 * 7919) % 900)).await;
     }
     took.sort();
+
+    // A new agent joins: time until it holds every record.
+    let joined = {
+        let mut spec = AgentSpec::new(&block, (n + 1) as u8, &format!("h{n}"))
+            .with_records(&records(n, args.records, "10.250.250.1"));
+        spec.gossip_interval = args.interval.clone();
+        for seed in agents.iter().take(3) {
+            spec = spec.joining(&seed.spec);
+        }
+        let t0 = Instant::now();
+        let newcomer = Agent::start(spec).await;
+        let all = ((n + 1) * args.records) as f64;
+        eventually(
+            Duration::from_secs(300),
+            "the newcomer holds everything",
+            || async { (records_held(&newcomer).await == all).then_some(()) },
+        )
+        .await;
+        t0.elapsed()
+    };
     let mean = rates.iter().sum::<f64>() / n as f64;
     let max = rates.iter().cloned().fold(0.0, f64::max);
     println!(
-        "| {n} | {:.1} s | {mean:.1} KB/s | {max:.1} KB/s | {largest} B | {:.1} mc | {rss_mib:.1} MiB | {:.2} s | {:.2} s | {dead_seen} |",
+        "| {n} | {:.1} s | {mean:.1} KB/s | {max:.1} KB/s | {largest} B | {:.1} mc | {rss_mib:.1} MiB | {:.2} s | {:.2} s | {:.1} s | {dead_seen} |",
         formed.as_secs_f64(),
         cpu.iter().sum::<f64>() / n as f64,
         percentile(&took, 0.5).as_secs_f64(),
         percentile(&took, 0.99).as_secs_f64(),
+        joined.as_secs_f64(),
     );
 }
 
@@ -251,10 +280,57 @@ async fn main() {
         args.changes
     );
     println!(
-        "| agents | all hold everything after | gossip sent per agent at rest, mean | largest agent | largest datagram | CPU per agent at rest | RSS per agent | change on every agent p50 | p99 | members seen not alive at rest |"
+        "| agents | all hold everything after | gossip sent per agent at rest, mean | largest agent | largest datagram | CPU per agent at rest | RSS per agent | change on every agent p50 | p99 | a new agent holds everything | members seen not alive at rest |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.agents {
         fleet(n, &args).await;
     }
+    if args.bulk > 0 {
+        bulk_join(args.bulk, &args.interval).await;
+    }
+}
+
+/// One agent publishes `n` records from its static file; a second joins
+/// it: the time until the second holds them all (a bulk transfer, over
+/// TCP past the MTU), from its start.
+async fn bulk_join(n: usize, interval: &str) {
+    let block = loopback_block();
+    let mut text = String::with_capacity(n * 120);
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[record]]\nname = \"bulk-{i}\"\naddresses = [\"10.{}.{}.{}\"]\nlabels = {{ app = \"a{}\", team = \"t{}\", tier = \"x{}\" }}\n",
+            i / 62_500,
+            (i / 250) % 250,
+            1 + i % 250,
+            i % 50,
+            i % 7,
+            i % 3
+        ));
+    }
+    let mut a_spec = AgentSpec::new(&block, 1, "a").with_records(&text);
+    a_spec.gossip_interval = interval.to_owned();
+    let a = Agent::start(a_spec.clone()).await;
+    eventually(Duration::from_secs(120), "a holds its records", || async {
+        (records_held(&a).await == n as f64).then_some(())
+    })
+    .await;
+    let mut b_spec = AgentSpec::new(&block, 2, "b").joining(&a_spec);
+    b_spec.gossip_interval = interval.to_owned();
+    let t0 = Instant::now();
+    let b = Agent::start(b_spec).await;
+    let started = t0.elapsed();
+    eventually(Duration::from_secs(300), "b holds a's records", || async {
+        (records_held(&b).await == n as f64).then_some(())
+    })
+    .await;
+    let tcp = metric(&a, "muster_gossip_tcp_bytes_total{direction=\"out\"}")
+        .await
+        .unwrap_or(0.0);
+    println!(
+        "\nA new agent joining one that publishes {n} records: holds them all {:.2} s after it was started ({:.2} s of which to start serving gRPC); {:.1} MB went over TCP.",
+        t0.elapsed().as_secs_f64(),
+        started.as_secs_f64(),
+        tcp / 1e6
+    );
 }

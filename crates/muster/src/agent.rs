@@ -137,6 +137,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             metrics: gossip_metrics.clone(),
             keys: gossip_keys.clone(),
             mtu: config.gossip_mtu,
+            receive_loss: 0.0,
         },
         &shutdown,
     )
