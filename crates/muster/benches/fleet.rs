@@ -287,14 +287,22 @@ async fn main() {
         fleet(n, &args).await;
     }
     if args.bulk > 0 {
-        bulk_join(args.bulk, &args.interval).await;
+        // Side by side: the default MTU (bulk over TCP) against the largest
+        // (bulk in datagrams of up to 64 KiB, as before TCP carried it).
+        for round in 1..=2 {
+            for mtu in [1_400, 65_507] {
+                bulk_join(args.bulk, &args.interval, mtu, round).await;
+            }
+        }
     }
 }
 
 /// One agent publishes `n` records from its static file; a second joins
 /// it: the time until the second holds them all (a bulk transfer, over
 /// TCP past the MTU), from its start.
-async fn bulk_join(n: usize, interval: &str) {
+async fn bulk_join(n: usize, interval: &str, mtu: usize, round: usize) {
+    let mtu_arg = mtu.to_string();
+    let mtu_args = ["--gossip-mtu", mtu_arg.as_str()];
     let block = loopback_block();
     let mut text = String::with_capacity(n * 120);
     for i in 0..n {
@@ -308,14 +316,18 @@ async fn bulk_join(n: usize, interval: &str) {
             i % 3
         ));
     }
-    let mut a_spec = AgentSpec::new(&block, 1, "a").with_records(&text);
+    let mut a_spec = AgentSpec::new(&block, 1, "a")
+        .with_records(&text)
+        .with_args(&mtu_args);
     a_spec.gossip_interval = interval.to_owned();
     let a = Agent::start(a_spec.clone()).await;
     eventually(Duration::from_secs(120), "a holds its records", || async {
         (records_held(&a).await == n as f64).then_some(())
     })
     .await;
-    let mut b_spec = AgentSpec::new(&block, 2, "b").joining(&a_spec);
+    let mut b_spec = AgentSpec::new(&block, 2, "b")
+        .joining(&a_spec)
+        .with_args(&mtu_args);
     b_spec.gossip_interval = interval.to_owned();
     let t0 = Instant::now();
     let b = Agent::start(b_spec).await;
@@ -327,8 +339,11 @@ async fn bulk_join(n: usize, interval: &str) {
     let tcp = metric(&a, "muster_gossip_tcp_bytes_total{direction=\"out\"}")
         .await
         .unwrap_or(0.0);
+    let largest = metric(&a, "muster_gossip_largest_datagram_bytes")
+        .await
+        .unwrap_or(0.0);
     println!(
-        "\nA new agent joining one that publishes {n} records: holds them all {:.2} s after it was started ({:.2} s of which to start serving gRPC); {:.1} MB went over TCP.",
+        "\nRound {round}, --gossip-mtu {mtu}: a new agent joining one that publishes {n} records holds them all {:.2} s after it was started ({:.2} s of which to start serving gRPC); {:.1} MB went over TCP, the largest datagram was {largest} B.",
         t0.elapsed().as_secs_f64(),
         started.as_secs_f64(),
         tcp / 1e6
