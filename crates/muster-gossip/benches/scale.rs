@@ -3,14 +3,15 @@
 //! loopback UDP, each with its own socket, publisher and directory.
 //!
 //! For each size it prints: gossip bytes and datagrams sent per member per
-//! second at rest, the largest datagram, the time for a change on one
+//! second at rest, bytes under churn (`--churn` record changes per second
+//! across the cluster, 10 by default), the largest datagram, the time for a change on one
 //! member to be visible on every member (p50, p99 of `--changes`), the time
 //! for a new member to hold the whole directory, the time from a member's
 //! stop to its records leaving every directory (detector plus the grace),
 //! polls that saw a live member dead, and CPU and memory per member.
 //!
 //! Run: `cargo bench -p muster-gossip --bench scale -- --hosts 50,100,200
-//! --records 10 --interval 200ms --loss 0` (defaults shown); `--loss 0.05`
+//! --records 10 --interval 200ms --loss 0 --churn 10` (defaults shown); `--loss 0.05`
 //! drops 5% of the gossip messages each member receives. Every member holds
 //! the whole directory, so memory grows with hosts × hosts × records: the
 //! machine's memory bounds the sizes (see the README's Measured section).
@@ -31,6 +32,8 @@ struct Args {
     rest: Duration,
     /// The fraction of gossip messages each member drops on receipt.
     loss: f64,
+    /// Record changes per second across the cluster in the churn phase.
+    churn: f64,
 }
 
 fn args() -> Args {
@@ -41,6 +44,7 @@ fn args() -> Args {
         changes: 20,
         rest: Duration::from_secs(10),
         loss: 0.0,
+        churn: 10.0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -67,6 +71,9 @@ fn args() -> Args {
     }
     if let Some(v) = value("--changes") {
         a.changes = v.parse().expect("--changes N");
+    }
+    if let Some(v) = value("--churn") {
+        a.churn = v.parse().expect("--churn CHANGES_PER_SECOND");
     }
     if let Some(v) = value("--loss") {
         a.loss = v.parse().expect("--loss FRACTION, e.g. 0.05");
@@ -248,6 +255,50 @@ async fn simulate(n: usize, args: &Args) {
         .sum();
     let largest = after.iter().map(|a| a.largest_datagram).max().unwrap_or(0);
 
+    // Churn: `--churn` records change per second across the cluster (one
+    // member at a time moves one record), for as long as the rest lasted.
+    let before: Vec<Sent> = members.iter().map(|m| m.metrics.sent()).collect();
+    let churn_start = Instant::now();
+    let mut churned = 0usize;
+    if args.churn > 0.0 {
+        let every = Duration::from_secs_f64(1.0 / args.churn);
+        while churn_start.elapsed() < args.rest {
+            churned += 1;
+            let host = (churned * 104_729) % n;
+            let mut records: Vec<Record> = (0..args.records).map(|i| record(host, i, 0)).collect();
+            // Never record 0, which the change phase below times.
+            let i = if args.records > 1 {
+                1 + churned % (args.records - 1)
+            } else {
+                0
+            };
+            records[i] = record(host, i, 1 + churned % 249);
+            members[host]
+                .gossip
+                .publisher()
+                .replace(Source::Static, records)
+                .await;
+            tokio::time::sleep(every).await;
+        }
+    }
+    let churn_secs = churn_start.elapsed().as_secs_f64();
+    let churn_bytes: u64 = members
+        .iter()
+        .zip(&before)
+        .map(|(m, b)| {
+            let a = m.metrics.sent();
+            a.datagram_bytes + a.tcp_bytes - b.datagram_bytes - b.tcp_bytes
+        })
+        .sum();
+    let churn_rate = if churned > 0 {
+        format!(
+            "{:.1} KB/s",
+            churn_bytes as f64 / churn_secs / n as f64 / 1000.0
+        )
+    } else {
+        "-".to_owned()
+    };
+
     // Changes: one member moves one record; time until every member sees it.
     let mut took = Vec::with_capacity(args.changes);
     for c in 1..=args.changes {
@@ -294,7 +345,7 @@ async fn simulate(n: usize, args: &Args) {
     .map_or(Duration::from_secs(120), |_| t0.elapsed());
 
     println!(
-        "| {n} | {:.1} s | {:.1} KB/s | {:.1} | {:.1} | {largest} B | {:.2} s | {:.2} s | {:.2} s | {:.1} s | {false_deaths} of {polls} | {cpu:.1} mc | {:.2} MiB |",
+        "| {n} | {:.1} s | {:.1} KB/s | {churn_rate} | {:.1} | {:.1} | {largest} B | {:.2} s | {:.2} s | {:.2} s | {:.1} s | {false_deaths} of {polls} | {cpu:.1} mc | {:.2} MiB |",
         formed.as_secs_f64(),
         bytes as f64 / secs / n as f64 / 1000.0,
         datagrams as f64 / secs / n as f64,
@@ -322,9 +373,9 @@ async fn main() {
         args.loss * 100.0
     );
     println!(
-        "| hosts | all hold everything after | sent per member at rest | datagrams/s per member | TCP messages/s per member | largest datagram | change everywhere p50 | p99 | new member holds all | stop to records gone everywhere | polls seeing a live member dead | CPU per member at rest | memory per member |"
+        "| hosts | all hold everything after | sent per member at rest | under churn | datagrams/s per member at rest | TCP messages/s per member | largest datagram | change everywhere p50 | p99 | new member holds all | stop to records gone everywhere | polls seeing a live member dead | CPU per member at rest | memory per member |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.hosts {
         simulate(n, &args).await;
     }
