@@ -193,6 +193,35 @@ async fn everywhere(
     }
 }
 
+/// Lifts the open-file limit as far as allowed: every member holds a UDP
+/// socket, a TCP listener and TCP connections to the peers it sent large
+/// messages to lately, all in this one process.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(limit.rlim_max);
+        // Raising the hard limit needs privilege; the soft one does not.
+        let raised = libc::rlimit {
+            rlim_cur: ceiling,
+            rlim_max: ceiling,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 async fn simulate(n: usize, args: &Args) {
     // Each port is picked just before its member binds it: a port picked
     // and let go may be handed out again by the next pick.
@@ -365,6 +394,7 @@ async fn simulate(n: usize, args: &Args) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
+    raise_open_files();
     println!(
         "## Scale simulator: {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}, {:.0}% of messages lost on receipt\n",
         args.records,

@@ -45,8 +45,11 @@ const QUEUE: usize = 16;
 const MAX_WRITERS: usize = 1_024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A writer with nothing to send for this long closes its connection.
-const IDLE: Duration = Duration::from_secs(15);
+/// A writer with nothing to send for this long closes its connection:
+/// long enough to serve a few rounds with one peer, short enough that an
+/// agent gossiping with a few random peers a round holds few connections
+/// (three peers a round at 200 ms: about 75 at most).
+const IDLE: Duration = Duration::from_secs(5);
 /// A reader that hears nothing for this long closes its connection; a
 /// frame (or preface) must arrive whole within [`FRAME_TIMEOUT`] of its
 /// first byte.

@@ -19,7 +19,7 @@ mod harness;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use harness::{Agent, AgentSpec, DNS_PORT, eventually, loopback_block};
+use harness::{Agent, AgentSpec, DNS_PORT, cpu_time, eventually, loopback_block, rss_kib};
 
 const CHANGES: usize = 20;
 const RECORDS_FOR_MEMORY: usize = 5_000;
@@ -126,18 +126,6 @@ async fn reload_latency(interval: &str, interval_ms: u64, sealed: bool) -> Vec<D
     latencies
 }
 
-/// CPU time (user + system) the process has used so far.
-fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
 /// Millicores each of three agents uses at rest over 20 s, with `records`
 /// records each, gossip every 200 ms.
 async fn rest_cpu(records: usize, sealed: bool) -> f64 {
@@ -159,15 +147,6 @@ async fn rest_cpu(records: usize, sealed: bool) -> f64 {
         .map(|(&p, &b)| cpu_time(p) - b)
         .sum();
     used.as_secs_f64() * 1000.0 / window.as_secs_f64() / 3.0
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 fn many_records(n: usize) -> String {

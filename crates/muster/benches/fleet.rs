@@ -25,7 +25,7 @@ mod harness;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use harness::{Agent, AgentSpec, DNS_PORT, eventually, loopback_block, metric};
+use harness::{Agent, AgentSpec, DNS_PORT, cpu_time, eventually, loopback_block, metric, rss_kib};
 
 struct Args {
     agents: Vec<usize>,
@@ -87,26 +87,6 @@ fn records(host: usize, records: usize, first_ip: &str) -> String {
         ));
     }
     text
-}
-
-/// CPU time (user + system) the process has used so far.
-fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 /// Gossip bytes the agent has sent: datagrams and TCP.
