@@ -54,6 +54,9 @@ struct Tracked {
     meta: BTreeMap<String, String>,
     /// Whether this agent lacks some of its changes, and since when.
     lag: Lag,
+    /// The member as last shown in the directory, rebuilt only when it
+    /// changes, so a look at a cluster at rest allocates nothing per member.
+    shown: Option<Member>,
 }
 
 /// Whether this agent lacks changes of one node that other members hold,
@@ -247,6 +250,8 @@ pub(crate) async fn run(
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut incarnations: Incarnations = HashMap::new();
     let mut claims: HashMap<String, Claim> = HashMap::new();
+    // Conflicting claimants shown at the last look (see `look`).
+    let mut shown_extras = 0usize;
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -263,6 +268,7 @@ pub(crate) async fn run(
                 &chitchat,
                 &mut tracked,
                 &mut claims,
+                &mut shown_extras,
                 &incarnations,
                 &settings,
                 &heard,
@@ -292,7 +298,9 @@ pub(crate) async fn run(
                 }
             }
         }
-        changes.push(Change::Members(members));
+        if let Some(members) = members {
+            changes.push(Change::Members(members));
+        }
         let current = directory.load();
         let started = Instant::now();
         let next = current.apply(changes);
@@ -354,17 +362,19 @@ fn note_incarnations(chitchat: &Chitchat, incarnations: &mut Incarnations, now: 
 }
 
 /// One look at the cluster under the chitchat lock. Returns, per host whose
-/// indexed records must change, what to change, and the member list.
+/// indexed records must change, what to change, and the member list if
+/// any member changed since the last look (`None` at rest).
 #[allow(clippy::too_many_arguments)]
 fn look(
     chitchat: &Chitchat,
     tracked: &mut HashMap<String, Tracked>,
     claims: &mut HashMap<String, Claim>,
+    shown_extras: &mut usize,
     incarnations: &Incarnations,
     settings: &Settings,
     heard: &LastHeard,
     now: Instant,
-) -> (Vec<(String, Copied)>, Vec<Member>) {
+) -> (Vec<(String, Copied)>, Option<Vec<Member>>) {
     let dead_grace = settings.dead_grace;
     let mut by_name: HashMap<&str, Vec<(&ChitchatId, &NodeState, &Incarnation)>> = HashMap::new();
     for (id, state) in chitchat.node_states() {
@@ -377,8 +387,10 @@ fn look(
             .push((id, state, incarnation));
     }
     let mut copied = Vec::new();
+    let mut members_changed = false;
     tracked.retain(|name, t| {
         let keep = by_name.contains_key(name.as_str());
+        members_changed |= !keep;
         if !keep && t.visible {
             info!(host = %name, "host forgotten by gossip; its records leave the directory");
             copied.push((name.clone(), Copied::Hide));
@@ -387,7 +399,9 @@ fn look(
     });
     heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
     claims.retain(|name, _| by_name.contains_key(name.as_str()));
-    let mut members = Vec::with_capacity(by_name.len());
+    // Claimants in conflict, shown but not indexed: rare, rebuilt on every
+    // look while there are any.
+    let mut extras: Vec<Member> = Vec::new();
     let (mut lagging, mut longest_lag) = (0usize, Duration::ZERO);
     for (name, mut all) in by_name {
         all.sort_by_key(|(id, _, _)| id.generation_id);
@@ -450,6 +464,7 @@ fn look(
                 records: 0,
                 meta: BTreeMap::new(),
                 lag: Lag::default(),
+                shown: None,
             }
         });
         let restarted = t.id != *id;
@@ -535,28 +550,40 @@ fn look(
         }
         t.visible = visible;
         t.seen_version = state.max_version();
-        members.push(Member {
-            name: name.to_owned(),
-            gossip_addr: id.gossip_advertise_addr,
-            liveness: match (alive, incarnation.ever_alive) {
-                _ if conflict => Liveness::Conflict,
-                (true, _) if suspect => Liveness::Suspect,
-                (true, _) => Liveness::Alive,
-                (false, false) if visible => Liveness::Joining,
-                (false, _) => Liveness::Dead,
-            },
-            generation: id.generation_id,
-            records: t.records,
-            visible,
-            meta: t.meta.clone(),
+        let liveness = match (alive, incarnation.ever_alive) {
+            _ if conflict => Liveness::Conflict,
+            (true, _) if suspect => Liveness::Suspect,
+            (true, _) => Liveness::Alive,
+            (false, false) if visible => Liveness::Joining,
+            (false, _) => Liveness::Dead,
+        };
+        let same = t.shown.as_ref().is_some_and(|m| {
+            m.liveness == liveness
+                && m.generation == id.generation_id
+                && m.gossip_addr == id.gossip_advertise_addr
+                && m.records == t.records
+                && m.visible == visible
+                && m.meta == t.meta
         });
+        if !same {
+            members_changed = true;
+            t.shown = Some(Member {
+                name: name.to_owned(),
+                gossip_addr: id.gossip_advertise_addr,
+                liveness,
+                generation: id.generation_id,
+                records: t.records,
+                visible,
+                meta: t.meta.clone(),
+            });
+        }
         if conflict {
             // The other claimants, shown but not indexed.
             for (i, (other, state, _)) in all.iter().enumerate() {
                 if i == chosen || !standings[i].alive || standings[i].expired {
                     continue;
                 }
-                members.push(Member {
+                extras.push(Member {
                     name: name.to_owned(),
                     gossip_addr: other.gossip_advertise_addr,
                     liveness: Liveness::Conflict,
@@ -569,6 +596,15 @@ fn look(
         }
     }
     settings.metrics.set_lag(lagging, longest_lag);
+    members_changed |= !extras.is_empty() || *shown_extras > 0;
+    *shown_extras = extras.len();
+    let members = members_changed.then(|| {
+        tracked
+            .values()
+            .filter_map(|t| t.shown.clone())
+            .chain(extras)
+            .collect()
+    });
     (copied, members)
 }
 
