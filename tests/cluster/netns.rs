@@ -213,9 +213,10 @@ impl Lab {
         );
     }
 
-    /// One series of host `i`'s `/metrics`, read from inside its namespace.
-    pub fn metric(&self, i: usize, series: &str) -> Option<f64> {
-        let url = format!("http://{}:{HTTP_PORT}/metrics", self.ip(i));
+    /// The body of host `i`'s HTTP endpoint `path`, fetched from inside its
+    /// namespace; empty if it does not answer.
+    pub fn http(&self, i: usize, path: &str) -> String {
+        let url = format!("http://{}:{HTTP_PORT}{path}", self.ip(i));
         let out = self.exec(
             i,
             "python3",
@@ -225,12 +226,15 @@ impl Lab {
                 &url,
             ],
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|line| {
-                let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-                value.trim().parse().ok()
-            })
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// One series of host `i`'s `/metrics`, read from inside its namespace.
+    pub fn metric(&self, i: usize, series: &str) -> Option<f64> {
+        self.http(i, "/metrics").lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
     }
 
     /// Member `name` as host `i` shows it in `muster members -o json`.
@@ -891,6 +895,10 @@ async fn an_agent_that_gossip_cannot_reach_over_tcp_says_how_far_behind_it_is_an
         .find(|l| l.starts_with("h1 "))
         .expect("a row for h1");
     assert!(row.contains(&format!("({versions} versions)")), "{wide}");
+    assert!(
+        lab.http(1, "/").contains(&format!("{versions} versions")),
+        "the status page shows it too"
+    );
     // The lag lasts: h2 says so in its log, naming what to check.
     eventually(Duration::from_secs(30), "h2 to warn of the lag", || async {
         (lab.metric(1, "muster_gossip_behind_seconds")? >= 10.0

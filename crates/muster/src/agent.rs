@@ -234,6 +234,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             directory: directory.clone(),
             judged: policy_engine.judged(),
             metrics,
+            heard: gossip.last_heard(),
         },
         shutdown.clone().cancelled_owned(),
     )

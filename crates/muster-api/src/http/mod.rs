@@ -35,6 +35,9 @@ pub struct HttpState {
     pub judged: Arc<ArcSwap<Judged>>,
     /// Every metric, encoded by `/metrics`.
     pub metrics: Arc<Registry>,
+    /// What this agent heard of each member (the status page shows how far
+    /// behind it is on each).
+    pub heard: muster_core::LastHeard,
 }
 
 /// Serves the HTTP endpoints on `addr` until `shutdown` resolves. Returns

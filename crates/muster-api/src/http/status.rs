@@ -17,7 +17,9 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use muster_core::{Health, Liveness, Member, Record, Selector, Snapshot, State as RecordState};
+use muster_core::{
+    Health, LastHeard, Liveness, Member, Record, Selector, Snapshot, State as RecordState,
+};
 use muster_policy::{Severity, Violations};
 use serde::Deserialize;
 
@@ -63,6 +65,7 @@ pub(super) async fn page(
         &judged.violations,
         &query,
         Some(&state.node_name),
+        &state.heard,
         SystemTime::now(),
     );
     (
@@ -207,6 +210,7 @@ fn render(
     violations: &Violations,
     query: &StatusQuery,
     node_name: Option<&str>,
+    heard: &LastHeard,
     now: SystemTime,
 ) -> (StatusCode, Markup) {
     let me = node_name.and_then(|n| snapshot.members().iter().find(|m| m.name == n));
@@ -261,7 +265,7 @@ fn render(
                     }
                 }
                 main {
-                    (members_section(members, me, violations))
+                    (members_section(members, me, violations, heard, now))
                     (records_section(snapshot, query, &listing, now))
                     (violations_section(violations, now))
                 }
@@ -271,7 +275,13 @@ fn render(
     (status, markup)
 }
 
-fn members_section(members: &[Member], me: Option<&Member>, violations: &Violations) -> Markup {
+fn members_section(
+    members: &[Member],
+    me: Option<&Member>,
+    violations: &Violations,
+    heard: &LastHeard,
+    now: SystemTime,
+) -> Markup {
     html! {
         section #members {
             h2 { "Members " span.count { (members.len()) } }
@@ -282,7 +292,7 @@ fn members_section(members: &[Member], me: Option<&Member>, violations: &Violati
                     thead { tr {
                         th { "name" } th { "liveness" } th { "gossip address" }
                         th.num { "records" } th { "docker" } th { "version" }
-                        th { "policy" } th.num { "generation" }
+                        th { "policy" } th.num { "generation" } th { "behind" }
                     } }
                     tbody {
                         @for m in members {
@@ -323,6 +333,16 @@ fn members_section(members: &[Member], me: Option<&Member>, violations: &Violati
                                     }
                                 }
                                 td.num.mono { (m.generation) }
+                                td {
+                                    @if let Some(behind) = heard.behind(&m.name) {
+                                        @let secs = now.duration_since(behind.since).unwrap_or_default().as_secs_f64();
+                                        span.badge.warn title="other agents hold changes of this member that this agent lacks" {
+                                            (format!("{secs:.1} s, {} version{}", behind.versions, if behind.versions == 1 { "" } else { "s" }))
+                                        }
+                                    } @else {
+                                        span.muted { "–" }
+                                    }
+                                }
                             }
                         }
                     }
@@ -796,9 +816,30 @@ mod tests {
             &violations,
             &query(pairs),
             Some("a"),
+            &LastHeard::default(),
             SystemTime::now(),
         );
         (status, markup.into_string())
+    }
+
+    #[test]
+    fn a_member_this_agent_lacks_changes_of_is_shown_behind_with_how_long_and_how_many() {
+        let snapshot = directory(3);
+        let violations = violations_of(&snapshot);
+        let now = SystemTime::now();
+        let heard = LastHeard::default();
+        heard.set_behind(
+            "b",
+            Some(muster_core::Behind {
+                since: now - Duration::from_millis(12_400),
+                versions: 99,
+            }),
+        );
+        let (_, page) = render(&snapshot, &violations, &query(&[]), Some("a"), &heard, now);
+        let page = page.into_string();
+        assert!(page.contains(">behind<"), "a column for it");
+        assert!(page.contains("12.4 s, 99 versions"), "{page}");
+        assert_eq!(page.matches("99 versions").count(), 1, "only b is behind");
     }
 
     #[test]
