@@ -44,18 +44,10 @@ pub(crate) struct GossipTransport {
 #[async_trait::async_trait]
 impl Transport for GossipTransport {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let socket = tokio::net::UdpSocket::bind(listen_addr)
-            .await
-            .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?;
+        let (socket, stream, inbound) = bind(listen_addr, &self.metrics, &self.tasks).await?;
         let mut session = [0u8; 16];
         getrandom::fill(&mut session).context("no random source for the gossip session")?;
         let session = Session::from_be_bytes(session).max(1);
-        let local = socket
-            .local_addr()
-            .context("no address for the gossip socket")?;
-        let (stream, inbound) = Stream::open(local, self.metrics.clone(), self.tasks.clone())
-            .await
-            .with_context(|| format!("failed to bind to {local}/TCP for gossip"))?;
         Ok(Box::new(GossipSocket {
             socket,
             loss: Loss::new(self.loss, session),
@@ -71,6 +63,32 @@ impl Transport for GossipTransport {
             warned: HashMap::new(),
         }))
     }
+}
+
+/// Binds the UDP socket and, on the same port, the TCP listener. With
+/// port 0 (any port), the port the system picks for UDP may be taken for
+/// TCP (a connection's local port): then another is tried, up to 64 times.
+async fn bind(
+    listen_addr: SocketAddr,
+    metrics: &GossipMetrics,
+    tasks: &tokio_util::task::TaskTracker,
+) -> anyhow::Result<(tokio::net::UdpSocket, Stream, mpsc::Receiver<Inbound>)> {
+    let tries = if listen_addr.port() == 0 { 64 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let socket = tokio::net::UdpSocket::bind(listen_addr)
+            .await
+            .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?;
+        let local = socket
+            .local_addr()
+            .context("no address for the gossip socket")?;
+        match Stream::open(local, metrics.clone(), tasks.clone()).await {
+            Ok((stream, inbound)) => return Ok((socket, stream, inbound)),
+            Err(e) => last = Some((local, e)),
+        }
+    }
+    let (local, e) = last.expect("at least one try");
+    Err(e).with_context(|| format!("failed to bind to {local}/TCP for gossip"))
 }
 
 struct GossipSocket {
@@ -337,6 +355,21 @@ fn decode(mut buf: &[u8]) -> Result<ChitchatEnvelope, (Rejection, &'static str)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn any_port_means_one_free_for_both_udp_and_tcp() {
+        let tasks = tokio_util::task::TaskTracker::new();
+        let metrics = GossipMetrics::default();
+        for _ in 0..20 {
+            let (socket, _stream, _rx) = bind("127.0.0.1:0".parse().unwrap(), &metrics, &tasks)
+                .await
+                .expect("binds");
+            let port = socket.local_addr().unwrap().port();
+            assert_ne!(port, 0);
+            // The listener holds the same port for TCP.
+            assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        }
+    }
 
     #[test]
     fn simulated_loss_drops_about_the_fraction_asked_and_none_at_zero() {
