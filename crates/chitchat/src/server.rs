@@ -481,8 +481,13 @@ mod tests {
             Ok((self.value - 1) as u64)
         }
 
-        fn try_fill_bytes(&mut self, _dest: &mut [u8]) -> Result<(), Self::Error> {
-            unimplemented!();
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
+            // The same counting sequence, a byte at a time.
+            for byte in dest {
+                *byte = self.value as u8;
+                self.value += 1;
+            }
+            Ok(())
         }
     }
 

@@ -175,7 +175,7 @@ async fn fleet(n: usize, args: &Args) {
             .members()
             .await
             .iter()
-            .filter(|m| m.liveness != harness_alive())
+            .filter(|m| m.liveness != muster_proto::v1::Liveness::Alive as i32)
             .count();
     }
     let rss_mib = pids.iter().map(|&p| rss_kib(p)).sum::<u64>() as f64 / n as f64 / 1024.0;
@@ -242,11 +242,6 @@ async fn fleet(n: usize, args: &Args) {
         percentile(&took, 0.99).as_secs_f64(),
         joined.as_secs_f64(),
     );
-}
-
-/// `Liveness::Alive` as the wire says it.
-fn harness_alive() -> i32 {
-    muster_proto::v1::Liveness::Alive as i32
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
