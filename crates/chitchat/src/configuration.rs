@@ -41,6 +41,28 @@ pub struct ChitchatConfig {
     /// compresses the digest. This MUST stay `V0` until every node in the cluster runs a version
     /// able to decode the newer format.
     pub protocol_version: ProtocolVersion,
+    /// Bounds every digest (from [`ProtocolVersion::V2`] on; `None`: every
+    /// digest names every node, chitchat's classic protocol, whose cost per
+    /// node grows with the cluster).
+    pub partial_digests: Option<PartialDigests>,
+}
+
+/// How digests stay small in a large cluster: a digest names the sender,
+/// what it lacks, what changed lately and a few more in turn, within a
+/// byte budget; now and then a full digest repairs what those missed.
+#[derive(Debug, Clone, Copy)]
+pub struct PartialDigests {
+    /// The budget of a digest, in bytes before compression; a cluster
+    /// whose whole digest fits gets whole digests.
+    pub max_bytes: usize,
+    /// A node whose state changed this recently is named.
+    pub recent: Duration,
+    /// Nodes named in turn in each digest, beyond those.
+    pub rotation: usize,
+    /// A whole digest is sent this often per 1,000 nodes (and at least
+    /// this often in a smaller cluster), and also whenever this node lacks
+    /// changes of more nodes than a partial digest can name (a join).
+    pub full_every: Duration,
 }
 
 impl ChitchatConfig {
@@ -59,6 +81,7 @@ impl ChitchatConfig {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            partial_digests: None,
         }
     }
 }
@@ -79,6 +102,7 @@ impl Default for ChitchatConfig {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            partial_digests: None,
         }
     }
 }

@@ -58,6 +58,9 @@ impl Deserializable for (ChitchatId, NodeDigest) {
 #[derive(Debug, Default, Eq, PartialEq)]
 pub struct Digest {
     pub(crate) node_digests: BTreeMap<ChitchatId, NodeDigest>,
+    /// Names some nodes only: a node it does not name is not one the
+    /// sender lacks (carried from [`ProtocolVersion::V2`] on).
+    pub(crate) partial: bool,
 }
 
 #[cfg(test)]
@@ -98,6 +101,10 @@ impl Digest {
         match protocol_version {
             ProtocolVersion::V0 => self.serialize_v0(buf),
             ProtocolVersion::V1 => self.serialize_v1(buf),
+            ProtocolVersion::V2 => {
+                buf.push(u8::from(self.partial));
+                self.serialize_v1(buf)
+            }
         }
     }
 
@@ -111,10 +118,10 @@ impl Digest {
                 }
                 len
             }
-            ProtocolVersion::V1 => {
+            ProtocolVersion::V1 | ProtocolVersion::V2 => {
                 let mut buf = Vec::new();
                 self.serialize_v1(&mut buf);
-                buf.len()
+                buf.len() + usize::from(protocol_version == ProtocolVersion::V2)
             }
         }
     }
@@ -126,6 +133,13 @@ impl Digest {
         match protocol_version {
             ProtocolVersion::V0 => Self::deserialize_v0(buf),
             ProtocolVersion::V1 => Self::deserialize_v1(buf),
+            ProtocolVersion::V2 => {
+                let flags = u8::deserialize(buf)?;
+                anyhow::ensure!(flags <= 1, "unknown digest flags {flags}");
+                let mut digest = Self::deserialize_v1(buf)?;
+                digest.partial = flags == 1;
+                Ok(digest)
+            }
         }
     }
 
@@ -159,14 +173,20 @@ impl Digest {
             let node_digest = NodeDigest::deserialize(buf)?;
             node_digests.insert(chitchat_id, node_digest);
         }
-        Ok(Digest { node_digests })
+        Ok(Digest {
+            node_digests,
+            partial: false,
+        })
     }
 
     fn deserialize_v1(buf: &mut &[u8]) -> anyhow::Result<Self> {
         let node_digests = deserialize_stream::<(ChitchatId, NodeDigest)>(buf)?
             .into_iter()
             .collect();
-        Ok(Digest { node_digests })
+        Ok(Digest {
+            node_digests,
+            partial: false,
+        })
     }
 }
 

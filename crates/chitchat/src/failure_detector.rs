@@ -18,6 +18,9 @@ pub struct FailureDetector {
     live_nodes: HashSet<ChitchatId>,
     /// Denotes dead nodes.
     dead_nodes: HashMap<ChitchatId, Instant>,
+    /// With [`FailureDetectorConfig::external`], the application's verdict
+    /// on each node (`true`: alive).
+    verdicts: HashMap<ChitchatId, bool>,
 }
 
 impl FailureDetector {
@@ -27,6 +30,7 @@ impl FailureDetector {
             config,
             live_nodes: HashSet::new(),
             dead_nodes: HashMap::new(),
+            verdicts: HashMap::new(),
         }
     }
 
@@ -53,12 +57,24 @@ impl FailureDetector {
             .report_heartbeat();
     }
 
-    /// Marks the node as dead or alive based on the current phi value.
+    /// Records the application's verdict on a node, for a detector
+    /// configured as [`FailureDetectorConfig::external`], and applies it.
+    pub fn set_verdict(&mut self, chitchat_id: &ChitchatId, alive: bool) {
+        self.verdicts.insert(chitchat_id.clone(), alive);
+        self.update_node_liveness(chitchat_id);
+    }
+
+    /// Marks the node as dead or alive based on the current phi value (or,
+    /// with [`FailureDetectorConfig::external`], the application's verdict).
     pub fn update_node_liveness(&mut self, chitchat_id: &ChitchatId) {
         let phi_opt = self.phi(chitchat_id);
-        let is_alive = phi_opt
-            .map(|phi| phi <= self.config.phi_threshold)
-            .unwrap_or(false);
+        let is_alive = if self.config.external {
+            self.verdicts.get(chitchat_id).copied().unwrap_or(false)
+        } else {
+            phi_opt
+                .map(|phi| phi <= self.config.phi_threshold)
+                .unwrap_or(false)
+        };
         debug!(node_id=%chitchat_id.node_id, phi=?phi_opt, is_alive=is_alive, "computing node liveness");
         if is_alive {
             self.live_nodes.insert(chitchat_id.clone());
@@ -88,6 +104,7 @@ impl FailureDetector {
         for chitchat_id in &garbage_collected_nodes {
             self.dead_nodes.remove(chitchat_id);
             self.node_samples.remove(chitchat_id);
+            self.verdicts.remove(chitchat_id);
         }
         garbage_collected_nodes
     }
@@ -148,6 +165,12 @@ pub struct FailureDetectorConfig {
     pub initial_interval: Duration,
     /// Threshold period after which dead node can be removed from the cluster.
     pub dead_node_grace_period: Duration,
+    /// When true, liveness is decided outside chitchat (e.g. by a SWIM-style
+    /// prober) and reported with [`crate::Chitchat::set_node_liveness`]; the
+    /// phi detector is not consulted, and a node without a verdict counts
+    /// as dead.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl FailureDetectorConfig {
@@ -164,6 +187,7 @@ impl FailureDetectorConfig {
             max_interval,
             initial_interval,
             dead_node_grace_period,
+            external: false,
         }
     }
 }
@@ -176,6 +200,7 @@ impl Default for FailureDetectorConfig {
             max_interval: Duration::from_secs(10),
             initial_interval: Duration::from_secs(5),
             dead_node_grace_period: Duration::from_secs(24 * 60 * 60), // 24 hours
+            external: false,
         }
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 use tracing::{error, info, warn};
 
-pub use self::configuration::{CatchupCallback, ChitchatConfig};
+pub use self::configuration::{CatchupCallback, ChitchatConfig, PartialDigests};
 pub use self::state::{ClusterStateSnapshot, NodeState};
 use crate::digest::Digest;
 pub use crate::message::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
@@ -94,6 +94,10 @@ pub struct Chitchat {
     previous_live_nodes: HashMap<ChitchatId, Version>,
     live_nodes_watcher_tx: watch::Sender<BTreeMap<ChitchatId, NodeState>>,
     live_nodes_watcher_rx: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    /// Where the next partial digest's rotation starts.
+    digest_cursor: usize,
+    /// When a whole digest was last sent, with [`PartialDigests`].
+    last_full_digest: Option<tokio::time::Instant>,
 }
 
 impl Chitchat {
@@ -112,6 +116,8 @@ impl Chitchat {
             previous_live_nodes,
             live_nodes_watcher_tx,
             live_nodes_watcher_rx,
+            digest_cursor: 0,
+            last_full_digest: None,
         };
 
         let self_node_state = chitchat.self_node_state();
@@ -126,9 +132,8 @@ impl Chitchat {
         chitchat
     }
 
-    pub(crate) fn create_syn_message(&self) -> ChitchatMessage {
-        let scheduled_for_deletion: HashSet<_> = self.scheduled_for_deletion_nodes().collect();
-        let digest = self.compute_digest(&scheduled_for_deletion);
+    pub(crate) fn create_syn_message(&mut self) -> ChitchatMessage {
+        let digest = self.digest_to_send();
         ChitchatMessage::Syn {
             cluster_id: self.config.cluster_id.clone(),
             digest,
@@ -173,9 +178,9 @@ impl Chitchat {
                     return Some(ChitchatMessage::BadCluster);
                 }
                 self.report_heartbeats_in_digest(&digest);
+                let self_digest = self.digest_to_send();
                 let scheduled_for_deletion: HashSet<_> =
                     self.scheduled_for_deletion_nodes().collect();
-                let self_digest = self.compute_digest(&scheduled_for_deletion);
                 let protocol_version = self.config.protocol_version;
                 let delta = self.cluster_state.compute_partial_delta_respecting_mtu(
                     &digest,
@@ -312,6 +317,20 @@ impl Chitchat {
     /// current node (also called "self node"), which is always considered alive.
     pub fn live_nodes(&self) -> impl Iterator<Item = &ChitchatId> {
         once(self.self_chitchat_id()).chain(self.failure_detector.live_nodes())
+    }
+
+    /// Declares a remote node alive or dead, for a failure detector
+    /// configured as [`FailureDetectorConfig::external`]: liveness is then
+    /// decided outside chitchat (e.g. by SWIM-style probes, whose cost per
+    /// node does not grow with the cluster as heartbeats in every digest
+    /// do). Takes effect at once in [`Self::live_nodes`] and
+    /// [`Self::dead_nodes`]; the live-nodes watcher follows at the next
+    /// gossip round.
+    pub fn set_node_liveness(&mut self, chitchat_id: &ChitchatId, alive: bool) {
+        if chitchat_id == self.self_chitchat_id() {
+            return;
+        }
+        self.failure_detector.set_verdict(chitchat_id, alive);
     }
 
     /// Returns the current adaptive failure detection timeout for a remote node.
@@ -469,11 +488,48 @@ impl Chitchat {
         &self.cluster_state
     }
 
-    /// Computes the node's digest.
-    fn compute_digest(&self, scheduled_for_deletion_nodes: &HashSet<&ChitchatId>) -> Digest {
-        self.cluster_state
-            .compute_digest(scheduled_for_deletion_nodes)
+    /// The digest for the next Syn or SynAck: whole, or with
+    /// [`PartialDigests`] (and protocol V2) bounded, whole only when it fits
+    /// the budget, when the last whole one is `full_every` old, or when
+    /// this node lacks changes of many nodes (a join, a healed partition).
+    fn digest_to_send(&mut self) -> Digest {
+        let scheduled: HashSet<&ChitchatId> = self
+            .failure_detector
+            .scheduled_for_deletion_nodes()
+            .collect();
+        let partial = self
+            .config
+            .partial_digests
+            .filter(|_| self.config.protocol_version >= ProtocolVersion::V2);
+        let Some(partial) = partial else {
+            return self.cluster_state.compute_digest(&scheduled);
+        };
+        let now = tokio::time::Instant::now();
+        let nodes = self.cluster_state.node_states().len();
+        let every = partial
+            .full_every
+            .mul_f64((nodes as f64 / 1_000.0).max(1.0));
+        let behind = self
+            .cluster_state
+            .node_states()
+            .values()
+            .filter(|s| s.advertised_max_version() > s.max_version())
+            .count();
+        let due = self.last_full_digest.is_none_or(|at| now >= at + every);
+        if due || behind > (nodes / 10).max(8) {
+            self.last_full_digest = Some(now);
+            return self.cluster_state.compute_digest(&scheduled);
+        }
+        self.cluster_state.compute_bounded_digest(
+            &self.config.chitchat_id,
+            &scheduled,
+            partial.max_bytes,
+            now.checked_sub(partial.recent).unwrap_or(now),
+            partial.rotation,
+            &mut self.digest_cursor,
+        )
     }
+
 
     /// Subscribes a callback that will be called every time a key matching the supplied prefix
     /// is inserted or updated.
@@ -641,6 +697,7 @@ mod tests {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            partial_digests: None,
         };
         start_node_with_config(transport, config).await
     }
@@ -727,6 +784,32 @@ mod tests {
         }
         run_chitchat_handshake(&mut node1, &mut node2);
         assert_nodes_sync(&[&node1, &node2]);
+    }
+
+    #[test]
+    fn test_external_liveness_replaces_the_phi_detector() {
+        let mut config = ChitchatConfig::for_test(10_002);
+        config.failure_detector_config.external = true;
+        let empty_seeds = watch::channel(Default::default()).1;
+        let mut node = Chitchat::with_chitchat_id_and_seeds(config, empty_seeds, Vec::new());
+        let peer = ChitchatId::for_local_test(11u16);
+        node.reset_node_state_if_update(&peer, std::iter::empty(), 10_000, 10u64);
+        // Heartbeats alone make no verdict.
+        node.report_heartbeat(&peer, Heartbeat(10_000u64));
+        node.report_heartbeat(&peer, Heartbeat(10_001u64));
+        node.update_nodes_liveness();
+        assert!(!node.live_nodes().any(|id| id == &peer));
+        node.set_node_liveness(&peer, true);
+        assert!(node.live_nodes().any(|id| id == &peer));
+        node.update_nodes_liveness();
+        assert!(node.live_nodes().any(|id| id == &peer));
+        node.set_node_liveness(&peer, false);
+        assert!(node.dead_nodes().any(|id| id == &peer));
+        assert!(!node.live_nodes().any(|id| id == &peer));
+        // The node itself is always alive.
+        let me = node.self_chitchat_id().clone();
+        node.set_node_liveness(&me, false);
+        assert!(node.live_nodes().any(|id| id == &me));
     }
 
     #[test]
@@ -853,6 +936,7 @@ mod tests {
                 node_state.get("READY") == Some("true")
             })),
             protocol_version: ProtocolVersion::V0,
+            partial_digests: None,
         };
         let mut nodes = Vec::new();
         for chitchat_id in &chitchat_ids {
@@ -1577,6 +1661,130 @@ mod tests {
         node.report_heartbeats_in_digest(&about_me);
         let mine = node.node_state(&me).unwrap();
         assert_eq!(mine.advertised_max_version(), mine.max_version());
+    }
+
+    fn partial_node(port: u16) -> Chitchat {
+        let mut config = ChitchatConfig::for_test(port);
+        config.protocol_version = ProtocolVersion::V2;
+        config.partial_digests = Some(PartialDigests {
+            max_bytes: 300,
+            recent: Duration::from_secs(2),
+            rotation: 1,
+            full_every: Duration::from_secs(3_600),
+        });
+        let (_seed_addrs_rx, seed_addrs) = watch::channel(Default::default());
+        Chitchat::with_chitchat_id_and_seeds(config, seed_addrs, Vec::new())
+    }
+
+    /// Has `node` hear of each of `others` and get its one key.
+    fn learn(node: &mut Chitchat, others: &[ChitchatId]) {
+        let mut digest = Digest::default();
+        let mut delta = Delta::default();
+        for other in others {
+            digest.add_node(other.clone(), Heartbeat(1), 0, 1);
+            delta.add_node(other.clone(), 0, 0);
+            delta.add_kv(other, "k", "v", 1, false);
+        }
+        node.report_heartbeats_in_digest(&digest);
+        node.process_delta(delta);
+    }
+
+    fn syn_digest(node: &mut Chitchat) -> Digest {
+        match node.create_syn_message() {
+            ChitchatMessage::Syn { digest, .. } => digest,
+            _ => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn test_partial_digests_name_self_what_is_lacking_and_what_changed_lately() {
+        tokio::time::pause();
+        let mut node = partial_node(10_100);
+        let me = node.self_chitchat_id().clone();
+        let others: Vec<ChitchatId> = (0..40).map(|i| ChitchatId::for_local_test(10_200 + i)).collect();
+        learn(&mut node, &others);
+        // The first digest is whole: a newcomer asks for everything.
+        let first = syn_digest(&mut node);
+        assert!(!first.partial);
+        assert_eq!(first.node_digests.len(), 41);
+        // Then partial within the budget: all 40 changed just now, so
+        // some of them, newest first, and this node itself.
+        let digest = syn_digest(&mut node);
+        assert!(digest.partial);
+        assert!(digest.node_digests.contains_key(&me));
+        let len: usize = digest
+            .node_digests
+            .keys()
+            .map(|id| id.serialized_len() + 24)
+            .sum();
+        assert!(len <= 300, "{len} bytes");
+        assert!(digest.node_digests.len() > 2, "{digest:?}");
+
+        // At rest (nothing changed for longer than `recent`): itself and
+        // one in turn.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let mut named = HashSet::new();
+        for _ in 0..41 {
+            let digest = syn_digest(&mut node);
+            assert!(digest.partial);
+            assert!(digest.node_digests.contains_key(&me));
+            assert!(digest.node_digests.len() <= 2, "{:?}", digest.node_digests.keys());
+            named.extend(digest.node_digests.into_keys());
+        }
+        // The rotation names every node in one turn (41 digests).
+        assert_eq!(named.len(), 41);
+
+        // A node whose changes it lacks (a peer announced version 7) is named.
+        let lagging = others[17].clone();
+        let mut announced = Digest::default();
+        announced.add_node(lagging.clone(), Heartbeat(3), 0, 7);
+        node.report_heartbeats_in_digest(&announced);
+        let digest = syn_digest(&mut node);
+        assert_eq!(digest.node_digests.get(&lagging).map(|d| d.max_version), Some(1));
+
+        // Lacking the changes of many nodes (a join, a healed partition):
+        // whole digests, until caught up.
+        let mut announced = Digest::default();
+        for other in &others[..20] {
+            announced.add_node(other.clone(), Heartbeat(3), 0, 9);
+        }
+        node.report_heartbeats_in_digest(&announced);
+        assert!(!syn_digest(&mut node).partial);
+    }
+
+    #[tokio::test]
+    async fn test_a_partial_digest_gets_changes_of_the_nodes_it_names_only() {
+        let mut node = partial_node(10_300);
+        let a = ChitchatId::for_local_test(10_301);
+        let b = ChitchatId::for_local_test(10_302);
+        learn(&mut node, &[a.clone(), b.clone()]);
+        let mut asking = Digest::default();
+        asking.add_node(a.clone(), Heartbeat(1), 0, 0);
+        let delta_for = |node: &Chitchat, digest: &Digest| {
+            node.cluster_state
+                .compute_partial_delta_respecting_mtu(digest, 60_000, &HashSet::new())
+        };
+        // Whole: b is absent, so unknown to the asker: both are sent.
+        let whole = delta_for(&node, &asking);
+        assert_eq!(whole.node_deltas.len(), 2, "a and b");
+        // Partial: b is absent because it was not asked about.
+        asking.partial = true;
+        let partial = delta_for(&node, &asking);
+        assert_eq!(
+            partial
+                .node_deltas
+                .iter()
+                .map(|d| d.chitchat_id.clone())
+                .collect::<Vec<_>>(),
+            vec![a]
+        );
+        // And the flag crosses the wire in V2.
+        let mut buf = Vec::new();
+        asking.serialize(ProtocolVersion::V2, &mut buf);
+        assert_eq!(buf.len(), asking.serialized_len(ProtocolVersion::V2));
+        let back = Digest::deserialize(ProtocolVersion::V2, &mut &buf[..]).unwrap();
+        assert!(back.partial);
+        assert_eq!(back.node_digests, asking.node_digests);
     }
 
     // There was a bug in process_message:

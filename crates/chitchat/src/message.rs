@@ -95,6 +95,10 @@ pub enum ProtocolVersion {
     V0 = 0,
     /// The digest is serialized using the V1 (compressed) wire format.
     V1 = 1,
+    /// V1 preceded by a flags byte: a digest may be partial (see
+    /// [`crate::PartialDigests`]), naming some nodes only; a node it does
+    /// not name is not one its sender lacks.
+    V2 = 2,
 }
 
 impl ProtocolVersion {
@@ -102,6 +106,7 @@ impl ProtocolVersion {
         match code {
             0 => Some(Self::V0),
             1 => Some(Self::V1),
+            2 => Some(Self::V2),
             _ => None,
         }
     }

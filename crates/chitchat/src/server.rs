@@ -349,7 +349,7 @@ impl Server {
     /// Gossips with another peer.
     async fn gossip(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
         let syn = {
-            let chitchat = self.chitchat.lock().await;
+            let mut chitchat = self.chitchat.lock().await;
             ChitchatEnvelope {
                 version: chitchat.config.protocol_version,
                 message: chitchat.create_syn_message(),
@@ -541,7 +541,7 @@ mod tests {
         let config1 = ChitchatConfig::for_test(1);
         let addr1 = config1.chitchat_id.gossip_advertise_addr;
 
-        let chitchat = Chitchat::with_chitchat_id_and_seeds(config2, empty_seeds(), Vec::new());
+        let mut chitchat = Chitchat::with_chitchat_id_and_seeds(config2, empty_seeds(), Vec::new());
         let _handler = spawn_chitchat(config1, Vec::new(), &transport)
             .await
             .unwrap();
@@ -583,7 +583,7 @@ mod tests {
         let mut responder_config = ChitchatConfig::for_test(1);
         responder_config.protocol_version = ProtocolVersion::V1;
         let responder_addr = responder_config.chitchat_id.gossip_advertise_addr;
-        let initiator =
+        let mut initiator =
             Chitchat::with_chitchat_id_and_seeds(initiator_config, empty_seeds(), Vec::new());
         let _handler = spawn_chitchat(responder_config, Vec::new(), &transport)
             .await
@@ -619,7 +619,7 @@ mod tests {
             .open(outsider_config.chitchat_id.gossip_advertise_addr)
             .await
             .unwrap();
-        let outsider =
+        let mut outsider =
             Chitchat::with_chitchat_id_and_seeds(outsider_config, empty_seeds(), Vec::new());
 
         let server_config = ChitchatConfig::for_test(2223);

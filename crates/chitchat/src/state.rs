@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use itertools::Itertools;
+
+use crate::serialize::Serializable;
 use lru::LruCache;
 use rand::Rng;
 use rand::prelude::SliceRandom;
@@ -50,6 +52,10 @@ pub struct NodeState {
     // reached this one.
     #[serde(skip)]
     advertised_max_version: Version,
+    // When a delta last raised `max_version` here: a node changed lately
+    // is named in every partial digest, so the change spreads.
+    #[serde(skip)]
+    changed_at: Option<Instant>,
     // A proper interpretation of `max_version` and `last_gc_version` is the following:
     // The state contains exactly:
     // - all of the (non-deleted) key values present at snapshot `max_version`.
@@ -86,6 +92,7 @@ impl NodeState {
             listeners,
             last_gc_version: 0u64,
             advertised_max_version: 0u64,
+            changed_at: None,
         }
     }
 
@@ -126,6 +133,7 @@ impl NodeState {
             listeners: Listeners::default(),
             last_gc_version: 0u64,
             advertised_max_version: 0u64,
+            changed_at: None,
         }
     }
 
@@ -256,6 +264,9 @@ impl NodeState {
         }
 
         assert!(node_delta.max_version >= self.max_version);
+        if node_delta.max_version > current_max_version {
+            self.changed_at = Some(now);
+        }
         self.max_version = node_delta.max_version;
         delta_status
     }
@@ -639,7 +650,84 @@ impl ClusterState {
                 .filter(|(chitchat_id, _)| !scheduled_for_deletion.contains(chitchat_id))
                 .map(|(chitchat_id, node_state)| (chitchat_id.clone(), node_state.digest()))
                 .collect(),
+            partial: false,
         }
+    }
+
+    /// A digest of at most about `max_bytes` (before compression): the
+    /// whole digest if it fits; else a partial one naming `self_id`, the
+    /// nodes whose changes this state lacks (a peer then sends them), the
+    /// nodes changed since `recent_since` (so changes spread), newest
+    /// first, and `rotation` more taken in turn from `cursor` (so a lag
+    /// nobody announces is found in time).
+    pub(crate) fn compute_bounded_digest(
+        &self,
+        self_id: &ChitchatId,
+        scheduled_for_deletion: &HashSet<&ChitchatId>,
+        max_bytes: usize,
+        recent_since: Instant,
+        rotation: usize,
+        cursor: &mut usize,
+    ) -> Digest {
+        const ENTRY_LEN: usize = 3 * 8;
+        let eligible = || {
+            self.node_states
+                .iter()
+                .filter(|(id, _)| !scheduled_for_deletion.contains(id))
+        };
+        let whole: usize = eligible()
+            .map(|(id, _)| id.serialized_len() + ENTRY_LEN)
+            .sum();
+        if whole <= max_bytes {
+            return self.compute_digest(scheduled_for_deletion);
+        }
+        let mut digest = Digest {
+            node_digests: BTreeMap::new(),
+            partial: true,
+        };
+        let mut used = 0;
+        let mut add = |digest: &mut Digest, id: &ChitchatId, state: &NodeState| -> bool {
+            let len = id.serialized_len() + ENTRY_LEN;
+            if used + len > max_bytes && !digest.node_digests.is_empty() {
+                return false;
+            }
+            if digest.node_digests.insert(id.clone(), state.digest()).is_none() {
+                used += len;
+            }
+            true
+        };
+        if let Some(state) = self.node_states.get(self_id) {
+            add(&mut digest, self_id, state);
+        }
+        let behind = eligible().filter(|(_, s)| s.advertised_max_version() > s.max_version());
+        for (id, state) in behind {
+            if !add(&mut digest, id, state) {
+                return digest;
+            }
+        }
+        let mut recent: Vec<(&ChitchatId, &NodeState)> = eligible()
+            .filter(|(_, s)| s.changed_at.is_some_and(|at| at >= recent_since))
+            .collect();
+        recent.sort_by_key(|(_, s)| std::cmp::Reverse(s.changed_at));
+        for (id, state) in recent {
+            if !add(&mut digest, id, state) {
+                return digest;
+            }
+        }
+        let len = self.node_states.len();
+        for (id, state) in self
+            .node_states
+            .iter()
+            .cycle()
+            .skip(*cursor % len.max(1))
+            .take(rotation.min(len))
+        {
+            *cursor = cursor.wrapping_add(1);
+            if !scheduled_for_deletion.contains(id) && !add(&mut digest, id, state) {
+                break;
+            }
+        }
+        digest
     }
 
     pub fn gc_keys_marked_for_deletion(&mut self, marked_for_deletion_grace_period: Duration) {
@@ -664,9 +752,12 @@ impl ClusterState {
                 continue;
             }
 
-            let (digest_last_gc_version, digest_max_version) = digest
-                .node_digests
-                .get(chitchat_id)
+            let named = digest.node_digests.get(chitchat_id);
+            if named.is_none() && digest.partial {
+                // A partial digest names what its sender asks about only.
+                continue;
+            }
+            let (digest_last_gc_version, digest_max_version) = named
                 .map(|node_digest| (node_digest.last_gc_version, node_digest.max_version))
                 .unwrap_or((0u64, 0u64));
 

@@ -11,8 +11,10 @@
 //! polls that saw a live member dead, and CPU and memory per member.
 //!
 //! Run: `cargo bench -p muster-gossip --bench scale -- --hosts 50,100,200
-//! --records 10 --interval 200ms --loss 0 --churn 10` (defaults shown); `--loss 0.05`
-//! drops 5% of the gossip messages each member receives. Every member holds
+//! --records 10 --interval 200ms --loss 0 --churn 10 --detector probes`
+//! (defaults shown); `--loss 0.05` drops 5% of the gossip messages each
+//! member receives; `--detector phi` runs chitchat's classic protocol
+//! (phi detector, whole digests), the baseline of issue 17. Every member holds
 //! the whole directory, so memory grows with hosts × hosts × records: the
 //! machine's memory bounds the sizes (see the README's Measured section).
 
@@ -34,6 +36,7 @@ struct Args {
     loss: f64,
     /// Record changes per second across the cluster in the churn phase.
     churn: f64,
+    detector: muster_gossip::FailureDetection,
 }
 
 fn args() -> Args {
@@ -45,6 +48,7 @@ fn args() -> Args {
         rest: Duration::from_secs(10),
         loss: 0.0,
         churn: 10.0,
+        detector: muster_gossip::FailureDetection::Probes,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -77,6 +81,13 @@ fn args() -> Args {
     }
     if let Some(v) = value("--loss") {
         a.loss = v.parse().expect("--loss FRACTION, e.g. 0.05");
+    }
+    if let Some(v) = value("--detector") {
+        a.detector = match v.as_str() {
+            "probes" => muster_gossip::FailureDetection::Probes,
+            "phi" => muster_gossip::FailureDetection::Phi,
+            _ => panic!("--detector probes|phi"),
+        };
     }
     if let Some(v) = value("--rest") {
         a.rest = Duration::from_secs(v.trim_end_matches('s').parse().expect("--rest in s"));
@@ -126,6 +137,7 @@ async fn start(index: usize, addr: SocketAddr, seeds: &[SocketAddr], args: &Args
             advertise_addr: addr,
             seeds: seeds.iter().map(ToString::to_string).collect(),
             gossip_interval: args.interval,
+            failure_detection: args.detector,
             phi_threshold: 8.0,
             dead_grace: Duration::from_secs(2),
             forget_after: Duration::from_secs(600),
@@ -396,7 +408,8 @@ async fn main() {
     let args = args();
     raise_open_files();
     println!(
-        "## Scale simulator: {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}, {:.0}% of messages lost on receipt\n",
+        "## Scale simulator: {:?} failure detection, {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}, {:.0}% of messages lost on receipt\n",
+        args.detector,
         args.records,
         args.interval,
         args.rest,

@@ -23,9 +23,11 @@
 mod codec;
 mod keyring;
 mod metrics;
+mod probe;
 mod publisher;
 mod seal;
 mod stream;
+mod swim;
 mod sync;
 mod transport;
 
@@ -97,7 +99,10 @@ pub struct GossipConfig {
     pub seeds: Vec<String>,
     /// Time between gossip rounds.
     pub gossip_interval: Duration,
-    /// Phi-accrual threshold above which a silent node is declared dead.
+    /// How a member is found dead.
+    pub failure_detection: FailureDetection,
+    /// Phi-accrual threshold above which a silent node is declared dead
+    /// (with [`FailureDetection::Phi`]).
     pub phi_threshold: f64,
     /// How long a dead node's records stay in the directory.
     pub dead_grace: Duration,
@@ -148,6 +153,35 @@ pub fn free_gossip_addr(ip: std::net::IpAddr) -> std::io::Result<SocketAddr> {
     ))
 }
 
+/// How an agent finds a member dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureDetection {
+    /// SWIM: each agent probes one member per gossip interval (directly,
+    /// then through three others), and only a failed probe is gossiped, as
+    /// a suspicion the member refutes if it is alive. Its cost per agent
+    /// does not grow with the cluster.
+    #[default]
+    Probes,
+    /// chitchat's phi-accrual detector on the heartbeats every gossip
+    /// digest carries for every member: quick to decide, but its cost per
+    /// agent grows with the cluster.
+    Phi,
+}
+
+/// How digests stay small (see chitchat's `PartialDigests`): half a
+/// datagram for the digest, the other half for the changes that ride with
+/// it; a member changed within 15 rounds is named (an epidemic with three
+/// peers a round reaches 1,000 members in about 5), two more in turn;
+/// a whole digest every 30 s per 1,000 members, over TCP when large.
+fn partial_digests(interval: Duration, mtu: usize) -> chitchat::PartialDigests {
+    chitchat::PartialDigests {
+        max_bytes: mtu.clamp(MIN_MTU, MAX_MTU) / 2,
+        recent: interval * 15,
+        rotation: 2,
+        full_every: Duration::from_secs(30),
+    }
+}
+
 /// The default for [`GossipConfig::mtu`]: 1,400 bytes fit an Ethernet
 /// frame with room for IP, UDP and a tunnel's headers, so no gossip
 /// datagram is ever fragmented.
@@ -176,6 +210,8 @@ pub struct Gossip {
     directory: Arc<ArcSwap<Snapshot>>,
     publisher: Publisher,
     sync_task: JoinHandle<()>,
+    /// The failure detector's task, with [`FailureDetection::Probes`].
+    probe_task: Option<JoinHandle<()>>,
     /// A child of the agent's shutdown token: cancelled with it, or alone
     /// by [`Gossip::shutdown`].
     stop: CancellationToken,
@@ -209,12 +245,20 @@ impl Gossip {
                 phi_threshold: config.phi_threshold,
                 initial_interval: config.gossip_interval,
                 dead_node_grace_period: config.forget_after,
+                external: config.failure_detection == FailureDetection::Probes,
                 ..FailureDetectorConfig::default()
             },
             marked_for_deletion_grace_period: config.forget_after,
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: ProtocolVersion::V1,
+            // Probes need no heartbeat from every member in every digest,
+            // so digests can be partial; phi does.
+            protocol_version: match config.failure_detection {
+                FailureDetection::Probes => ProtocolVersion::V2,
+                FailureDetection::Phi => ProtocolVersion::V1,
+            },
+            partial_digests: (config.failure_detection == FailureDetection::Probes)
+                .then(|| partial_digests(config.gossip_interval, config.mtu)),
         };
         let mut initial: Vec<(String, String)> = config
             .meta
@@ -226,6 +270,14 @@ impl Gossip {
             initial.push((READY_KEY.to_owned(), "1".to_owned()));
         }
         let transport_tasks = tokio_util::task::TaskTracker::new();
+        let probes = (config.failure_detection == FailureDetection::Probes).then(|| {
+            let (heard, heard_rx) = tokio::sync::mpsc::channel(1024);
+            let wiring = transport::ProbeWiring {
+                heard,
+                link: Arc::default(),
+            };
+            (wiring, heard_rx)
+        });
         let handle = spawn_chitchat(
             chitchat_config,
             initial,
@@ -235,6 +287,7 @@ impl Gossip {
                 mtu: config.mtu.clamp(MIN_MTU, MAX_MTU),
                 tasks: transport_tasks.clone(),
                 loss: config.receive_loss.clamp(0.0, 1.0),
+                probes: probes.as_ref().map(|(wiring, _)| wiring.clone()),
             },
         )
         .await
@@ -253,6 +306,39 @@ impl Gossip {
         };
         let directory = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
         let stop = shutdown.child_token();
+        let (probe_task, unsure) = match probes {
+            Some((wiring, heard_rx)) => {
+                let link = wiring
+                    .link
+                    .lock()
+                    .expect("not poisoned")
+                    .take()
+                    .expect("the transport is open");
+                let unsure = probe::Unsure::default();
+                // A claim or a refutation gossiped in: judge at once.
+                let judge = Arc::new(Notify::new());
+                let claim_listeners = {
+                    let chitchat = chitchat.lock().await;
+                    [swim::CLAIM_PREFIX, swim::INCARNATION_KEY].map(|prefix| {
+                        let judge = judge.clone();
+                        chitchat.subscribe_event(prefix, move |_| judge.notify_one())
+                    })
+                };
+                let task = tokio::spawn(probe::run(
+                    claim_listeners,
+                    judge,
+                    chitchat.clone(),
+                    handle.chitchat_id().clone(),
+                    link,
+                    heard_rx,
+                    swim::Timing::for_interval(config.gossip_interval),
+                    unsure.clone(),
+                    stop.clone(),
+                ));
+                (Some(task), Some(unsure))
+            }
+            None => (None, None),
+        };
         let (revisions_tx, revisions) = watch::channel(0);
         let heard = LastHeard::default();
         let sync_task = tokio::spawn(sync::run(
@@ -266,6 +352,7 @@ impl Gossip {
                 conflict_after: config.gossip_interval * 6,
                 lag_warn_after: (config.gossip_interval * 50).max(Duration::from_secs(10)),
                 metrics: config.metrics.clone(),
+                unsure,
             },
             revisions_tx,
             heard.clone(),
@@ -277,6 +364,7 @@ impl Gossip {
             directory,
             publisher,
             sync_task,
+            probe_task,
             stop,
             revisions,
             heard,
@@ -328,6 +416,9 @@ impl Gossip {
     pub async fn stopped(self) {
         self.stop.cancelled().await;
         let _ = self.sync_task.await;
+        if let Some(task) = self.probe_task {
+            let _ = task.await;
+        }
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!(error = %e, "chitchat did not shut down cleanly");
         }

@@ -33,6 +33,10 @@ pub(crate) struct Settings {
     /// A node whose changes this agent has lacked this long is logged.
     pub lag_warn_after: Duration,
     pub metrics: crate::GossipMetrics,
+    /// With the probe detector: the members it does not call alive. A
+    /// member counts as running (its "heartbeat moves") while the detector
+    /// calls it alive; without it, while its gossiped heartbeat moves.
+    pub unsure: Option<crate::probe::Unsure>,
 }
 
 /// What the sync task remembers about one node name between looks.
@@ -263,7 +267,7 @@ pub(crate) async fn run(
         let (copied, members) = {
             let chitchat = chitchat.lock().await;
             let now = Instant::now();
-            note_incarnations(&chitchat, &mut incarnations, now);
+            note_incarnations(&chitchat, &mut incarnations, settings.unsure.as_ref(), now);
             look(
                 &chitchat,
                 &mut tracked,
@@ -336,8 +340,14 @@ type Incarnations = HashMap<ChitchatId, Incarnation>;
 
 /// Notes heartbeats and the failure detector's verdicts of every
 /// incarnation, and forgets those chitchat forgot.
-fn note_incarnations(chitchat: &Chitchat, incarnations: &mut Incarnations, now: Instant) {
+fn note_incarnations(
+    chitchat: &Chitchat,
+    incarnations: &mut Incarnations,
+    unsure: Option<&crate::probe::Unsure>,
+    now: Instant,
+) {
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let unsure = unsure.map(|u| u.read().expect("not poisoned"));
     for (id, state) in chitchat.node_states() {
         let heartbeat = u64::from(state.heartbeat());
         let alive = live.contains(id);
@@ -347,8 +357,12 @@ fn note_incarnations(chitchat: &Chitchat, incarnations: &mut Incarnations, now: 
             dead_since: None,
             ever_alive: false,
         });
-        if i.heartbeat != heartbeat {
-            i.heartbeat = heartbeat;
+        let moved = match &unsure {
+            Some(unsure) => alive && !unsure.contains(id),
+            None => i.heartbeat != heartbeat,
+        };
+        i.heartbeat = heartbeat;
+        if moved {
             i.moved_at = now;
         }
         if alive {

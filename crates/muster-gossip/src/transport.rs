@@ -8,10 +8,16 @@
 //! Without a keyring it sends chitchat's plain encoding, and drops sealed
 //! datagrams (a keyed agent's) with a warning: a keyed and an unkeyed agent
 //! never exchange state, and both say why.
+//!
+//! The failure detector's probes ([`crate::swim::wire`]) share the socket:
+//! sealed alike, sent through a [`Link`], and handed to the probe task
+//! instead of chitchat when they arrive.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,6 +28,7 @@ use crate::keyring::{GossipKeys, Keyring};
 use crate::metrics::{GossipMetrics, Rejection};
 use crate::seal::{self, Refused, Session, Windows};
 use crate::stream::{Inbound, Stream};
+use crate::swim::wire;
 use tokio::sync::mpsc;
 
 /// Most sender sessions (and reply addresses) remembered.
@@ -39,15 +46,96 @@ pub(crate) struct GossipTransport {
     pub tasks: tokio_util::task::TaskTracker,
     /// The fraction of received messages dropped (simulated loss).
     pub loss: f64,
+    /// Where probe messages go, and where the socket's [`Link`] is left
+    /// for the probe task; `None`: probes are dropped.
+    pub probes: Option<ProbeWiring>,
+}
+
+/// The transport's side of the failure detector.
+#[derive(Clone)]
+pub(crate) struct ProbeWiring {
+    pub heard: mpsc::Sender<Heard>,
+    pub link: Arc<std::sync::Mutex<Option<Link>>>,
+}
+
+/// A probe message received, authentic.
+#[derive(Debug)]
+pub(crate) struct Heard {
+    pub from: SocketAddr,
+    /// The sender's session: answers are addressed to it.
+    pub session: Session,
+    pub message: wire::Message,
+}
+
+/// Seals what this socket sends: the session and the counter are shared
+/// by chitchat's messages and the probes, so no counter is used twice.
+#[derive(Clone)]
+struct Sealer {
+    keys: Option<GossipKeys>,
+    session: Session,
+    counter: Arc<AtomicU64>,
+}
+
+impl Sealer {
+    /// Writes a message with `encode` into `buf`, sealed to `dest` when
+    /// there is a keyring.
+    fn write(&self, dest: Session, buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+        buf.clear();
+        match &self.keys {
+            None => encode(buf),
+            Some(keys) => {
+                buf.resize(seal::HEADER_LEN, 0);
+                encode(buf);
+                let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+                seal::seal(keys.current().primary(), self.session, counter, dest, buf);
+            }
+        }
+    }
+}
+
+/// Sends probe messages on the gossip socket.
+pub(crate) struct Link {
+    socket: Arc<tokio::net::UdpSocket>,
+    sealer: Sealer,
+    metrics: GossipMetrics,
+    buf: Vec<u8>,
+}
+
+impl Link {
+    /// Sends `message` to `to`, sealed to the session `dest` (0 when it
+    /// opens an exchange). A probe that cannot be sent is a probe lost.
+    pub fn send(&mut self, to: SocketAddr, dest: Session, message: &wire::Message) {
+        self.sealer
+            .write(dest, &mut self.buf, |buf| message.encode(buf));
+        match self.socket.try_send_to(&self.buf, to) {
+            Ok(n) => self.metrics.count("out", n),
+            Err(e) => tracing::debug!(error = %e, %to, "probe not sent"),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Transport for GossipTransport {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
         let (socket, stream, inbound) = bind(listen_addr, &self.metrics, &self.tasks).await?;
+        let socket = Arc::new(socket);
         let mut session = [0u8; 16];
         getrandom::fill(&mut session).context("no random source for the gossip session")?;
         let session = Session::from_be_bytes(session).max(1);
+        let sealer = Sealer {
+            keys: self.keys.clone(),
+            session,
+            counter: Arc::new(AtomicU64::new(0)),
+        };
+        let heard = self.probes.as_ref().map(|probes| {
+            *probes.link.lock().expect("not poisoned") = Some(Link {
+                socket: socket.clone(),
+                sealer: sealer.clone(),
+                metrics: self.metrics.clone(),
+                buf: Vec::with_capacity(256),
+            });
+            probes.heard.clone()
+        });
         Ok(Box::new(GossipSocket {
             socket,
             loss: Loss::new(self.loss, session),
@@ -55,8 +143,9 @@ impl Transport for GossipTransport {
             stream,
             inbound,
             keys: self.keys.clone(),
+            sealer,
+            heard,
             metrics: self.metrics.clone(),
-            counter: 0,
             receiver: Receiver::new(session),
             send_buf: Vec::with_capacity(MAX_UDP_DATAGRAM_PAYLOAD_SIZE),
             recv_buf: vec![0; MAX_UDP_DATAGRAM_PAYLOAD_SIZE].into_boxed_slice(),
@@ -92,15 +181,16 @@ async fn bind(
 }
 
 struct GossipSocket {
-    socket: tokio::net::UdpSocket,
+    socket: Arc<tokio::net::UdpSocket>,
     loss: Loss,
     mtu: usize,
     stream: Stream,
     inbound: mpsc::Receiver<Inbound>,
     keys: Option<GossipKeys>,
+    sealer: Sealer,
+    /// Where probe messages go.
+    heard: Option<mpsc::Sender<Heard>>,
     metrics: GossipMetrics,
-    /// Datagrams sealed so far in this session.
-    counter: u64,
     receiver: Receiver,
     send_buf: Vec<u8>,
     recv_buf: Box<[u8]>,
@@ -130,29 +220,14 @@ impl Socket for GossipSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        self.send_buf.clear();
-        match &self.keys {
-            None => envelope.serialize(&mut self.send_buf),
-            Some(keys) => {
-                self.send_buf.resize(seal::HEADER_LEN, 0);
-                envelope.serialize(&mut self.send_buf);
-                // A Syn opens an exchange: whoever answers at `to` may be a
-                // new run. Everything else answers a datagram just heard.
-                let dest = match envelope.message {
-                    ChitchatMessage::Syn { .. } => 0,
-                    _ => self.receiver.session_of(to),
-                };
-                let ring = keys.current();
-                seal::seal(
-                    ring.primary(),
-                    self.receiver.session,
-                    self.counter,
-                    dest,
-                    &mut self.send_buf,
-                );
-                self.counter += 1;
-            }
-        }
+        // A Syn opens an exchange: whoever answers at `to` may be a new
+        // run. Everything else answers a datagram just heard.
+        let dest = match envelope.message {
+            ChitchatMessage::Syn { .. } => 0,
+            _ => self.receiver.session_of(to),
+        };
+        self.sealer
+            .write(dest, &mut self.send_buf, |buf| envelope.serialize(buf));
         if self.send_buf.len() > self.mtu {
             // Queued, not yet written: a peer that is gone costs nothing here.
             self.stream.send(to, &self.send_buf);
@@ -199,12 +274,23 @@ impl Socket for GossipSocket {
                 .receiver
                 .admit(ring.as_deref().map(|r| &**r), from, datagram)
             {
-                Ok(envelope) => {
+                Ok(Admitted::Chitchat(envelope)) => {
                     return Ok(RecvOutcome {
                         from_addr: from,
                         envelope,
                         num_bytes_received: len,
                     });
+                }
+                Ok(Admitted::Probe { session, message }) => {
+                    // A full queue (the probe task far behind) loses the
+                    // probe, as the network might.
+                    if let Some(heard) = &self.heard {
+                        let _ = heard.try_send(Heard {
+                            from,
+                            session,
+                            message,
+                        });
+                    }
                 }
                 Err((reason, why)) => {
                     self.metrics.reject(reason);
@@ -245,6 +331,18 @@ impl Loss {
     }
 }
 
+/// A datagram that authenticated and decoded.
+#[derive(Debug)]
+pub enum Admitted {
+    /// For chitchat.
+    Chitchat(ChitchatEnvelope),
+    /// For the failure detector, from the sender's `session` (0 unsealed).
+    Probe {
+        session: Session,
+        message: wire::Message,
+    },
+}
+
 /// The receiving half of the seal, without I/O: which sender sessions
 /// were heard, their replay windows, and the session behind each address.
 pub struct Receiver {
@@ -271,14 +369,14 @@ impl Receiver {
     }
 
     /// Opens `datagram` (received from `from`) under `ring`, or takes it as
-    /// chitchat's plain encoding without a ring, and decodes it; an error
-    /// says why it is dropped. The datagram is decrypted in place.
+    /// a plain encoding without a ring, and decodes it; an error says why
+    /// it is dropped. The datagram is decrypted in place.
     pub fn admit(
         &mut self,
         ring: Option<&Keyring>,
         from: SocketAddr,
         datagram: &mut [u8],
-    ) -> Result<ChitchatEnvelope, (Rejection, &'static str)> {
+    ) -> Result<Admitted, (Rejection, &'static str)> {
         let len = datagram.len();
         let Some(ring) = ring else {
             if datagram.first() == Some(&seal::FORMAT) {
@@ -287,7 +385,7 @@ impl Receiver {
                     "a sealed datagram, but this agent has no gossip key (--gossip-key-file)",
                 ));
             }
-            return decode(datagram);
+            return decode(datagram, 0);
         };
         let opened = seal::open(ring, datagram).map_err(|refused| {
             let why = match refused {
@@ -305,9 +403,15 @@ impl Receiver {
                 "addressed to another agent, or to an earlier run of this one",
             ));
         }
-        let envelope =
-            decode(&datagram[seal::HEADER_LEN..len - (seal::OVERHEAD - seal::HEADER_LEN)])?;
-        if opened.to == 0 && !matches!(envelope.message, ChitchatMessage::Syn { .. }) {
+        let admitted = decode(
+            &datagram[seal::HEADER_LEN..len - (seal::OVERHEAD - seal::HEADER_LEN)],
+            opened.from,
+        )?;
+        let opens = match &admitted {
+            Admitted::Chitchat(envelope) => matches!(envelope.message, ChitchatMessage::Syn { .. }),
+            Admitted::Probe { message, .. } => message.opens(),
+        };
+        if opened.to == 0 && !opens {
             return Err((Rejection::Replay, "an answer addressed to nobody"));
         }
         // Only now, with the datagram authentic and decoded, does it count
@@ -322,7 +426,7 @@ impl Receiver {
             self.sessions_by_addr.clear();
         }
         self.sessions_by_addr.insert(from, opened.from);
-        Ok(envelope)
+        Ok(admitted)
     }
 }
 
@@ -347,8 +451,16 @@ impl GossipSocket {
     }
 }
 
-fn decode(mut buf: &[u8]) -> Result<ChitchatEnvelope, (Rejection, &'static str)> {
+/// Decodes a probe message (it starts with [`wire::MAGIC`]) or a chitchat
+/// one, sent from `session`.
+fn decode(mut buf: &[u8], session: Session) -> Result<Admitted, (Rejection, &'static str)> {
+    if buf.starts_with(&wire::MAGIC) {
+        return wire::Message::decode(buf)
+            .map(|message| Admitted::Probe { session, message })
+            .ok_or((Rejection::Malformed, "not a probe message"));
+    }
     ChitchatEnvelope::deserialize(&mut buf)
+        .map(Admitted::Chitchat)
         .map_err(|_| (Rejection::Malformed, "not a chitchat message"))
 }
 

@@ -35,6 +35,7 @@ fn config(name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> GossipConfig {
         advertise_addr: addr,
         seeds: seeds.iter().map(ToString::to_string).collect(),
         gossip_interval: Duration::from_millis(50),
+        failure_detection: muster_gossip::FailureDetection::default(),
         phi_threshold: 8.0,
         dead_grace: Duration::from_millis(500),
         forget_after: Duration::from_secs(60),
@@ -195,6 +196,7 @@ async fn undecodable_gossiped_records_are_skipped_and_valid_ones_kept() {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V1,
+            partial_digests: None,
         },
         vec![
             (format!("{RECORD_PREFIX}junk"), "%%% not base64".into()),

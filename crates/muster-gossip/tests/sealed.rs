@@ -42,6 +42,7 @@ async fn member(
             advertise_addr: addr,
             seeds: seeds.iter().map(ToString::to_string).collect(),
             gossip_interval: Duration::from_millis(50),
+            failure_detection: muster_gossip::FailureDetection::default(),
             phi_threshold: 8.0,
             dead_grace: Duration::from_millis(500),
             forget_after: Duration::from_secs(60),

@@ -1,7 +1,8 @@
 //! Liveness tuning: detection time against false deaths, on three hosts in
 //! network namespaces (root needed; see tests/cluster/netns.rs).
 //!
-//! For each setting of gossip interval and phi threshold: the time from
+//! For each failure detector (SWIM probes, the default, or chitchat's phi
+//! detector at a threshold) and gossip interval: the time from
 //! `kill -9` of one agent to its records leaving another agent's directory
 //! (failure detector + `--dead-grace`, 1 s here), median of 5; and, over 20
 //! s of 5% loss with 50 ms ± 50 ms delay on every gossip datagram, how
@@ -25,7 +26,7 @@ use netns::{Delayer, Lab};
 
 const KILLS: usize = 5;
 
-async fn start(lab: &Lab, interval: &str, phi: &str, sealed: bool) -> Vec<Agent> {
+async fn start(lab: &Lab, interval: &str, detector: &str, sealed: bool) -> Vec<Agent> {
     let mut agents = Vec::new();
     for i in 0..3 {
         let mut spec = lab.spec(
@@ -36,8 +37,17 @@ async fn start(lab: &Lab, interval: &str, phi: &str, sealed: bool) -> Vec<Agent>
             ),
         );
         spec.gossip_interval = interval.to_owned();
-        spec.extra_args
-            .extend(["--phi-threshold".into(), phi.into()]);
+        match detector.strip_prefix("phi ") {
+            Some(phi) => spec.extra_args.extend([
+                "--failure-detector".into(),
+                "phi".into(),
+                "--phi-threshold".into(),
+                phi.into(),
+            ]),
+            None => spec
+                .extra_args
+                .extend(["--failure-detector".into(), detector.into()]),
+        }
         if !sealed {
             // The lab's agents gossip sealed; the baseline, in the clear.
             spec.extra_args
@@ -53,11 +63,11 @@ async fn start(lab: &Lab, interval: &str, phi: &str, sealed: bool) -> Vec<Agent>
     agents
 }
 
-async fn detection(interval: &str, phi: &str, sealed: bool) -> Duration {
+async fn detection(interval: &str, detector: &str, sealed: bool) -> Duration {
     let mut took = Vec::new();
     for _ in 0..KILLS {
         let lab = Lab::new(3);
-        let mut agents = start(&lab, interval, phi, sealed).await;
+        let mut agents = start(&lab, interval, detector, sealed).await;
         agents[0].kill();
         let killed = Instant::now();
         eventually(
@@ -75,9 +85,9 @@ async fn detection(interval: &str, phi: &str, sealed: bool) -> Duration {
     took[took.len() / 2]
 }
 
-async fn false_deaths(interval: &str, phi: &str, sealed: bool) -> (usize, usize) {
+async fn false_deaths(interval: &str, detector: &str, sealed: bool) -> (usize, usize) {
     let lab = Lab::new(3);
-    let _agents = start(&lab, interval, phi, sealed).await;
+    let _agents = start(&lab, interval, detector, sealed).await;
     lab.lose(0.05);
     let delayers: Vec<Delayer> = (0..3)
         .map(|i| {
@@ -105,26 +115,27 @@ async fn false_deaths(interval: &str, phi: &str, sealed: bool) -> (usize, usize)
 async fn main() {
     println!("## Liveness: 3 hosts in network namespaces, --dead-grace 1s\n");
     println!(
-        "| gossip interval | phi threshold | gossip | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |"
+        "| gossip interval | failure detector | gossip | kill -9 to records gone, median of {KILLS} | polls seeing a live peer dead under 5% loss + 50±50 ms |"
     );
     println!("|---|---|---|---|---|");
-    // The defaults in the clear and sealed, side by side; then the other
-    // settings, sealed (the lab's default). `MUSTER_BENCH_QUICK=1` runs
-    // the first two rows alone.
+    // The default (probes) and the phi detector, sealed (the lab's
+    // default) and in the clear, side by side; then other intervals and
+    // thresholds. `MUSTER_BENCH_QUICK=1` runs the first two rows alone.
     let quick = std::env::var("MUSTER_BENCH_QUICK").is_ok_and(|v| v == "1");
     let rows: &[(&str, &str, bool)] = &[
-        ("200ms", "8", false),
-        ("200ms", "8", true),
-        ("100ms", "8", true),
-        ("1s", "8", true),
-        ("200ms", "5", true),
-        ("200ms", "12", true),
+        ("200ms", "probes", true),
+        ("200ms", "phi 8", true),
+        ("200ms", "probes", false),
+        ("100ms", "probes", true),
+        ("1s", "probes", true),
+        ("1s", "phi 8", true),
+        ("200ms", "phi 12", true),
     ];
-    for &(interval, phi, sealed) in rows.iter().take(if quick { 2 } else { rows.len() }) {
-        let detect = detection(interval, phi, sealed).await;
-        let (dead, polls) = false_deaths(interval, phi, sealed).await;
+    for &(interval, detector, sealed) in rows.iter().take(if quick { 2 } else { rows.len() }) {
+        let detect = detection(interval, detector, sealed).await;
+        let (dead, polls) = false_deaths(interval, detector, sealed).await;
         println!(
-            "| {interval} | {phi} | {} | {:.2} s | {dead} of {polls} |",
+            "| {interval} | {detector} | {} | {:.2} s | {dead} of {polls} |",
             if sealed { "sealed" } else { "clear" },
             detect.as_secs_f64()
         );

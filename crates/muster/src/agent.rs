@@ -118,6 +118,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             advertise_addr: config.advertise_addr,
             seeds: config.join.clone(),
             gossip_interval: config.gossip_interval,
+            failure_detection: config.failure_detection,
             phi_threshold: config.phi_threshold,
             dead_grace: config.dead_grace,
             forget_after: FORGET_AFTER,

@@ -227,8 +227,22 @@ pub struct AgentArgs {
     #[arg(long, env = "MUSTER_DEAD_GRACE", value_name = "DURATION")]
     pub dead_grace: Option<HumanDuration>,
 
-    /// Phi-accrual threshold of the failure detector: higher declares death
-    /// later and more surely [default: 8]
+    /// How a dead agent is found: `probes` (SWIM: each agent probes one
+    /// member per gossip interval, directly and through three others; its
+    /// cost per agent does not grow with the cluster) or `phi` (chitchat's
+    /// phi-accrual detector on heartbeats every gossip message carries for
+    /// every member: decides sooner, costs more as the cluster grows)
+    /// [default: probes]
+    #[arg(
+        long,
+        env = "MUSTER_FAILURE_DETECTOR",
+        value_enum,
+        value_name = "DETECTOR"
+    )]
+    pub failure_detector: Option<FailureDetector>,
+
+    /// Phi-accrual threshold of the `phi` failure detector: higher declares
+    /// death later and more surely [default: 8]
     #[arg(long, env = "MUSTER_PHI_THRESHOLD", value_name = "PHI")]
     pub phi_threshold: Option<f64>,
 
@@ -268,6 +282,7 @@ pub struct AgentConfig {
     pub docker: Option<DockerConfig>,
     pub gossip_interval: Duration,
     pub dead_grace: Duration,
+    pub failure_detection: muster_gossip::FailureDetection,
     pub phi_threshold: f64,
     pub gossip_mtu: usize,
 }
@@ -315,6 +330,16 @@ pub enum RegisterConflicts {
     Allow,
     /// Refuse the registration, naming the other holders
     Refuse,
+}
+
+/// `--failure-detector`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureDetector {
+    /// SWIM probes, suspicion and refutation
+    Probes,
+    /// chitchat's phi-accrual detector on gossiped heartbeats
+    Phi,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<AgentArgs> {
@@ -386,6 +411,10 @@ impl AgentArgs {
             docker: None,
             gossip_interval: pick!(gossip_interval, HumanDuration(Duration::from_millis(200))).0,
             dead_grace: pick!(dead_grace, HumanDuration(Duration::from_secs(5))).0,
+            failure_detection: match pick!(failure_detector, FailureDetector::Probes) {
+                FailureDetector::Probes => muster_gossip::FailureDetection::Probes,
+                FailureDetector::Phi => muster_gossip::FailureDetection::Phi,
+            },
             phi_threshold: pick!(phi_threshold, 8.0),
             gossip_mtu: pick!(gossip_mtu, muster_gossip::DEFAULT_MTU),
         };
