@@ -96,8 +96,14 @@ pub struct Chitchat {
     live_nodes_watcher_rx: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     /// Where the next partial digest's rotation starts.
     digest_cursor: usize,
-    /// When a whole digest was last sent, with [`PartialDigests`].
+    /// When a whole digest was last sent, with [`PartialDigests`], and how
+    /// many nodes this node knew then.
     last_full_digest: Option<tokio::time::Instant>,
+    nodes_at_last_full_digest: usize,
+    /// With [`PartialDigests`]: the last SynAck announced changes this node
+    /// lacks, so it asks the same peer for them at once (a Syn naming
+    /// them) instead of a round later.
+    pull_pending: bool,
 }
 
 impl Chitchat {
@@ -118,6 +124,8 @@ impl Chitchat {
             live_nodes_watcher_rx,
             digest_cursor: 0,
             last_full_digest: None,
+            nodes_at_last_full_digest: 0,
+            pull_pending: false,
         };
 
         let self_node_state = chitchat.self_node_state();
@@ -195,6 +203,14 @@ impl Chitchat {
             ChitchatMessage::SynAck { digest, delta } => {
                 self.report_heartbeats_in_digest(&digest);
                 self.process_delta(delta);
+                self.pull_pending = self.config.partial_digests.is_some()
+                    && digest.node_digests.iter().any(|(id, node_digest)| {
+                        id != self.self_chitchat_id()
+                            && self
+                                .cluster_state
+                                .node_state(id)
+                                .is_some_and(|s| s.max_version() < node_digest.max_version)
+                    });
                 let scheduled_for_deletion =
                     self.scheduled_for_deletion_nodes().collect::<HashSet<_>>();
                 let delta = self.cluster_state.compute_partial_delta_respecting_mtu(
@@ -488,6 +504,12 @@ impl Chitchat {
         &self.cluster_state
     }
 
+    /// Whether the last SynAck announced changes this node still lacks
+    /// (with [`PartialDigests`]); cleared by the call.
+    pub(crate) fn take_pull_pending(&mut self) -> bool {
+        std::mem::take(&mut self.pull_pending)
+    }
+
     /// The digest for the next Syn or SynAck: whole, or with
     /// [`PartialDigests`] (and protocol V2) bounded, whole only when it fits
     /// the budget, when the last whole one is `full_every` old, or when
@@ -516,8 +538,13 @@ impl Chitchat {
             .filter(|s| s.advertised_max_version() > s.max_version())
             .count();
         let due = self.last_full_digest.is_none_or(|at| now >= at + every);
-        if due || behind > (nodes / 10).max(8) {
+        // Joining: the last whole digest brought many nodes this one had
+        // not heard of; a partial digest cannot ask for nodes it does not
+        // know, so whole ones go on until no more appear.
+        let grown = nodes > self.nodes_at_last_full_digest * 11 / 10 + 1;
+        if due || grown || behind > (nodes / 10).max(8) {
             self.last_full_digest = Some(now);
+            self.nodes_at_last_full_digest = nodes;
             return self.cluster_state.compute_digest(&scheduled);
         }
         self.cluster_state.compute_bounded_digest(
@@ -1742,14 +1769,48 @@ mod tests {
         let digest = syn_digest(&mut node);
         assert_eq!(digest.node_digests.get(&lagging).map(|d| d.max_version), Some(1));
 
-        // Lacking the changes of many nodes (a join, a healed partition):
-        // whole digests, until caught up.
+        // Many nodes it had not heard of (a join): whole digests until no
+        // more appear.
+        let newcomers: Vec<ChitchatId> =
+            (0..10).map(|i| ChitchatId::for_local_test(10_250 + i)).collect();
+        learn(&mut node, &newcomers);
+        assert!(!syn_digest(&mut node).partial);
+        assert!(syn_digest(&mut node).partial);
+
+        // Lacking the changes of many nodes (a healed partition): whole
+        // digests, until caught up.
         let mut announced = Digest::default();
         for other in &others[..20] {
             announced.add_node(other.clone(), Heartbeat(3), 0, 9);
         }
         node.report_heartbeats_in_digest(&announced);
         assert!(!syn_digest(&mut node).partial);
+    }
+
+    #[tokio::test]
+    async fn test_a_synack_announcing_changes_this_node_lacks_makes_it_pull_at_once() {
+        let mut node = partial_node(10_400);
+        let other = ChitchatId::for_local_test(10_401);
+        learn(&mut node, std::slice::from_ref(&other));
+        let synack = |max_version| {
+            let mut digest = Digest::default();
+            digest.add_node(other.clone(), Heartbeat(2), 0, max_version);
+            digest.partial = true;
+            ChitchatMessage::SynAck {
+                digest,
+                delta: Delta::default(),
+            }
+        };
+        // Nothing new announced: no pull.
+        node.process_message(synack(1));
+        assert!(!node.take_pull_pending());
+        // Version 4 announced, 1 held: pull, once.
+        node.process_message(synack(4));
+        assert!(node.take_pull_pending());
+        assert!(!node.take_pull_pending());
+        // And the Syn it sends names that node.
+        let digest = syn_digest(&mut node);
+        assert_eq!(digest.node_digests.get(&other).map(|d| d.max_version), Some(1));
     }
 
     #[tokio::test]

@@ -275,7 +275,11 @@ impl Server {
     ) -> anyhow::Result<()> {
         let version = envelope.version;
         // Handle gossip message from other servers.
-        let response = self.chitchat.lock().await.process_message(envelope.message);
+        let (response, pull) = {
+            let mut chitchat = self.chitchat.lock().await;
+            let response = chitchat.process_message(envelope.message);
+            (response, chitchat.take_pull_pending())
+        };
         // Send the reply, if any, echoing the version the peer used: having
         // decoded its message we know it supports that format, so the reply is
         // guaranteed to be decodable on its end.
@@ -283,6 +287,11 @@ impl Server {
             self.transport
                 .send(from_addr, ChitchatEnvelope { version, message })
                 .await?;
+        }
+        // The peer announced changes this node lacks: a Syn naming them
+        // brings them a round sooner.
+        if pull {
+            self.gossip(from_addr).await?;
         }
         Ok(())
     }

@@ -327,6 +327,7 @@ impl Gossip {
                 let task = tokio::spawn(probe::run(
                     claim_listeners,
                     judge,
+                    wake.clone(),
                     chitchat.clone(),
                     handle.chitchat_id().clone(),
                     link,
@@ -347,7 +348,15 @@ impl Gossip {
             wake.clone(),
             sync::Settings {
                 dead_grace: config.dead_grace,
-                tick: config.gossip_interval.min(Duration::from_millis(100)),
+                // With probes the detector wakes the task on each verdict,
+                // so the tick only ages grace periods and lags: one walk
+                // over the members a round, not ten a second.
+                tick: match config.failure_detection {
+                    FailureDetection::Probes => config
+                        .gossip_interval
+                        .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                    FailureDetection::Phi => config.gossip_interval.min(Duration::from_millis(100)),
+                },
                 suspect_after: config.gossip_interval * 3,
                 conflict_after: config.gossip_interval * 6,
                 lag_warn_after: (config.gossip_interval * 50).max(Duration::from_secs(10)),

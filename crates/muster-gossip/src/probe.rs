@@ -53,6 +53,7 @@ struct Written {
 pub(crate) async fn run(
     _listeners: [chitchat::ListenerHandle; 2],
     judge: Arc<tokio::sync::Notify>,
+    verdicts_changed: Arc<tokio::sync::Notify>,
     chitchat: Arc<Mutex<Chitchat>>,
     me: ChitchatId,
     mut link: Link,
@@ -107,7 +108,9 @@ pub(crate) async fn run(
             },
             _ = judge.notified() => {
                 let mut chitchat = chitchat.lock().await;
-                refresh(&mut chitchat, &mut detector, &mut written, &unsure, Instant::now());
+                if refresh(&mut chitchat, &mut detector, &mut written, &unsure, Instant::now()) {
+                    verdicts_changed.notify_one();
+                }
             }
             _ = ticker.tick() => {
                 let now = Instant::now();
@@ -121,7 +124,9 @@ pub(crate) async fn run(
                 {
                     next_round = now + timing.round;
                     let mut chitchat = chitchat.lock().await;
-                    refresh(&mut chitchat, &mut detector, &mut written, &unsure, now);
+                    if refresh(&mut chitchat, &mut detector, &mut written, &unsure, now) {
+                        verdicts_changed.notify_one();
+                    }
                 }
                 for out in outs {
                     send(&mut link, out);
@@ -161,14 +166,16 @@ fn send(link: &mut Link, out: Out) {
 }
 
 /// Reads what the cluster's states say, judges, and writes back what
-/// changed (see the module's documentation).
+/// changed (see the module's documentation). Returns whether a verdict
+/// changed.
 fn refresh(
     chitchat: &mut Chitchat,
     detector: &mut Detector,
     written: &mut Written,
     unsure: &Unsure,
     now: Instant,
-) {
+) -> bool {
+    let mut changed = false;
     let view = view_of(chitchat);
     detector.judge(view, now);
 
@@ -190,6 +197,7 @@ fn refresh(
             }
             chitchat.set_node_liveness(id, alive);
             written.verdicts.insert(id.clone(), alive);
+            changed = true;
         }
     }
     written
@@ -199,6 +207,7 @@ fn refresh(
         let mut shared = unsure.write().expect("not poisoned");
         if *shared != not_alive {
             *shared = not_alive;
+            changed = true;
         }
     }
 
@@ -224,6 +233,7 @@ fn refresh(
         }
         keep
     });
+    changed
 }
 
 /// Every member's incarnation and every claim, from chitchat's states.

@@ -24,7 +24,7 @@
 //!   own state) past the claim, and every claim about the old one lapses.
 //! - A member claimed dead is dead; one claimed suspect is dead once this
 //!   agent has seen it suspect for the suspicion timeout, which grows with
-//!   the log of the cluster's size (memberlist's rule), so a refutation has
+//!   the log of the cluster's size (memberlist's rule: 4 rounds × log10 N), so a refutation has
 //!   time to spread in a large cluster.
 //! - A claim is withdrawn by the agent that made it when the member
 //!   answers it again, refutes it, or leaves the cluster; a suspicion the
@@ -53,7 +53,7 @@ pub(crate) struct Timing {
     /// Time for a direct answer before asking others to ping.
     pub probe_timeout: Duration,
     /// The suspicion timeout is this many rounds times log10 of the
-    /// cluster's size (at least 1).
+    /// cluster's size (at least 1): memberlist's 4.
     pub suspicion_mult: u32,
     /// Members asked to ping a member that did not answer.
     pub indirect: usize,
@@ -65,7 +65,7 @@ impl Timing {
         Timing {
             round: interval,
             probe_timeout: interval / 2,
-            suspicion_mult: 5,
+            suspicion_mult: 4,
             indirect: 3,
         }
     }
@@ -716,7 +716,8 @@ mod tests {
         let t = timing();
         assert_eq!(t.suspicion_timeout(3), Duration::from_secs(1));
         assert_eq!(t.suspicion_timeout(10), Duration::from_secs(1));
-        assert_eq!(t.suspicion_timeout(1000), Duration::from_secs(3));
+        assert_eq!(t.suspicion_timeout(100), Duration::from_millis(1_600));
+        assert_eq!(t.suspicion_timeout(1000), Duration::from_millis(2_400));
     }
 
     #[test]
