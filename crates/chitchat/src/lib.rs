@@ -186,7 +186,17 @@ impl Chitchat {
                     return Some(ChitchatMessage::BadCluster);
                 }
                 self.report_heartbeats_in_digest(&digest);
-                let self_digest = self.digest_to_send();
+                // A whole digest (a join, a repair) is answered with a
+                // whole one, so the sender learns every node it lacks.
+                let self_digest = if digest.partial {
+                    self.digest_to_send()
+                } else {
+                    let scheduled: HashSet<&ChitchatId> = self
+                        .failure_detector
+                        .scheduled_for_deletion_nodes()
+                        .collect();
+                    self.cluster_state.compute_digest(&scheduled)
+                };
                 let scheduled_for_deletion: HashSet<_> =
                     self.scheduled_for_deletion_nodes().collect();
                 let protocol_version = self.config.protocol_version;
@@ -1839,6 +1849,29 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![a]
         );
+        // A whole Syn is answered with a whole digest; a partial one with
+        // a partial one.
+        let answer = |node: &mut Chitchat, partial: bool| {
+            let mut digest = Digest::default();
+            digest.partial = partial;
+            match node.process_message(ChitchatMessage::Syn {
+                cluster_id: node.cluster_id().to_owned(),
+                digest,
+            }) {
+                Some(ChitchatMessage::SynAck { digest, .. }) => digest,
+                _ => unreachable!(),
+            }
+        };
+        let more: Vec<ChitchatId> = (0..10)
+            .map(|i| ChitchatId::for_local_test(10_310 + i))
+            .collect();
+        learn(&mut node, &more);
+        let _first = syn_digest(&mut node);
+        let whole = answer(&mut node, false);
+        assert!(!whole.partial);
+        assert_eq!(whole.node_digests.len(), 13);
+        assert!(answer(&mut node, true).partial);
+
         // And the flag crosses the wire in V2.
         let mut buf = Vec::new();
         asking.serialize(ProtocolVersion::V2, &mut buf);
