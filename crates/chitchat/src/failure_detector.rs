@@ -53,6 +53,11 @@ impl FailureDetector {
     /// Reports node heartbeat.
     pub fn report_heartbeat(&mut self, chitchat_id: &ChitchatId) {
         debug!(node_id=%chitchat_id.node_id, "reporting node heartbeat.");
+        // An external detector decides liveness: no heartbeat samples
+        // (a window of `sampling_window_size` intervals per node) are kept.
+        if self.config.external {
+            return;
+        }
         self.get_or_create_sampling_window(chitchat_id)
             .report_heartbeat();
     }

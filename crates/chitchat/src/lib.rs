@@ -279,10 +279,41 @@ impl Chitchat {
     /// Marks the node as dead or alive depending on the new phi values and updates the live nodes
     /// watcher accordingly.
     pub(crate) fn update_nodes_liveness(&mut self) {
-        for chitchat_id in self.cluster_state.nodes() {
-            if chitchat_id != self.self_chitchat_id() {
-                self.failure_detector.update_node_liveness(chitchat_id);
+        // An external detector's verdicts are applied as they are given
+        // (`set_node_liveness`): nothing to recompute per node.
+        if !self.config.failure_detector_config.external {
+            for chitchat_id in self.cluster_state.nodes() {
+                if chitchat_id != self.self_chitchat_id() {
+                    self.failure_detector.update_node_liveness(chitchat_id);
+                }
             }
+        }
+        self.report_live_nodes();
+        // Perform garbage collection.
+        let garbage_collected_nodes = self.failure_detector.garbage_collect();
+        for chitchat_id in &garbage_collected_nodes {
+            if chitchat_id != self.self_chitchat_id() {
+                self.cluster_state.remove_node(chitchat_id);
+            } else {
+                error!("self node was marked dead, please report");
+            }
+        }
+    }
+
+    /// Sends the live nodes' states to the live nodes watchers if the set of
+    /// live nodes or one of their versions changed. Without a watcher (only
+    /// this instance's own receiver is left), nothing is computed: copying
+    /// every live node's state on every change costs O(cluster) per round;
+    /// the next round after a watcher subscribes sends it the current set.
+    fn report_live_nodes(&mut self) {
+        if self.live_nodes_watcher_tx.receiver_count() <= 1 {
+            if !self.previous_live_nodes.is_empty() {
+                // A later watcher gets the current set on the round after
+                // it subscribes, since this differs from it.
+                self.previous_live_nodes.clear();
+                self.live_nodes_watcher_tx.send_replace(BTreeMap::new());
+            }
+            return;
         }
         let current_live_nodes = self
             .live_nodes()
@@ -313,15 +344,6 @@ impl Chitchat {
 
             if self.live_nodes_watcher_tx.send(live_nodes).is_err() {
                 error!(current_node = ?self.self_chitchat_id(), "error while reporting membership change event.")
-            }
-        }
-        // Perform garbage collection.
-        let garbage_collected_nodes = self.failure_detector.garbage_collect();
-        for chitchat_id in &garbage_collected_nodes {
-            if chitchat_id != self.self_chitchat_id() {
-                self.cluster_state.remove_node(chitchat_id);
-            } else {
-                error!("self node was marked dead, please report");
             }
         }
     }

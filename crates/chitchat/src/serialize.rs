@@ -1,3 +1,4 @@
+use std::cell::RefCell;
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -372,10 +373,9 @@ impl CompressedStreamWriter {
         let num_bytes_to_compress = self.uncompressed_block.len().min(self.block_threshold);
 
         self.compressed_block.resize(num_bytes_to_compress, 0u8);
-        match zstd::bulk::compress_to_buffer(
+        match compress_to_buffer(
             &self.uncompressed_block[..num_bytes_to_compress],
             &mut self.compressed_block[..],
-            0, // default compression level
         ) {
             Ok(compressed_len) => {
                 BlockType::Compressed.serialize(&mut self.output);
@@ -404,9 +404,52 @@ impl CompressedStreamWriter {
     }
 }
 
+thread_local! {
+    /// zstd contexts are costly to create (their tables take hundreds of
+    /// KB): one per thread is reused for every block, where
+    /// `zstd::bulk::compress_to_buffer` would create and drop one per call.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compresses `source` into `destination` at zstd's default level with this
+/// thread's context. Fails if the result does not fit `destination`.
+fn compress_to_buffer(source: &[u8], destination: &mut [u8]) -> std::io::Result<usize> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compressor = match cell.as_mut() {
+            Some(compressor) => compressor,
+            None => cell.insert(zstd::bulk::Compressor::new(0)?),
+        };
+        compressor.compress_to_buffer(source, destination)
+    })
+}
+
+/// Decompresses one block (at most `u16::MAX` bytes once decompressed) and
+/// appends it to `out`, with this thread's context.
+fn decompress_appending(block: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let decompressor = match cell.as_mut() {
+            Some(decompressor) => decompressor,
+            None => cell.insert(zstd::bulk::Decompressor::new()?),
+        };
+        // The frame header holds the decompressed size (zstd writes it by
+        // default); without it, room for the largest block.
+        let size = match zstd::zstd_safe::get_frame_content_size(block) {
+            Ok(Some(size)) if size <= u16::MAX as u64 => size as usize,
+            _ => u16::MAX as usize,
+        };
+        let start = out.len();
+        out.resize(start + size, 0);
+        let result = decompressor.decompress_to_buffer(block, &mut out[start..]);
+        out.truncate(start + *result.as_ref().unwrap_or(&0));
+        result.map(|_| ())
+    })
+}
+
 pub fn deserialize_stream<D: Deserializable>(buf: &mut &[u8]) -> anyhow::Result<Vec<D>> {
     let mut decompressed_data = Vec::new();
-    let mut decompressed_buffer = vec![0; u16::MAX as usize];
     loop {
         let block_type = BlockType::deserialize(buf)?;
         match block_type {
@@ -415,13 +458,9 @@ pub fn deserialize_stream<D: Deserializable>(buf: &mut &[u8]) -> anyhow::Result<
                 let compressed_block_bytes = buf.get(..len).context(
                     "failed to download compressed stream (compressed block): buffer too short",
                 )?;
-                let uncompressed_len = zstd::bulk::decompress_to_buffer(
-                    compressed_block_bytes,
-                    &mut decompressed_buffer[..u16::MAX as usize],
-                )
-                .context("failed to decompress block")?;
+                decompress_appending(compressed_block_bytes, &mut decompressed_data)
+                    .context("failed to decompress block")?;
                 buf.advance(len);
-                decompressed_data.extend_from_slice(&decompressed_buffer[..uncompressed_len]);
             }
             BlockType::Uncompressed => {
                 let len = u16::deserialize(buf)? as usize;

@@ -747,16 +747,24 @@ impl ClusterState {
     ) -> Delta {
         let mut stale_nodes = SortedStaleNodes::default();
 
-        for (chitchat_id, node_state) in &self.node_states {
+        // A partial digest names what its sender asks about only: walk what
+        // it names, not the whole cluster.
+        let candidates: Box<dyn Iterator<Item = (&ChitchatId, &NodeState)>> = if digest.partial {
+            Box::new(
+                digest
+                    .node_digests
+                    .keys()
+                    .filter_map(|id| self.node_states.get_key_value(id)),
+            )
+        } else {
+            Box::new(self.node_states.iter())
+        };
+        for (chitchat_id, node_state) in candidates {
             if scheduled_for_deletion.contains(chitchat_id) {
                 continue;
             }
 
             let named = digest.node_digests.get(chitchat_id);
-            if named.is_none() && digest.partial {
-                // A partial digest names what its sender asks about only.
-                continue;
-            }
             let (digest_last_gc_version, digest_max_version) = named
                 .map(|node_digest| (node_digest.last_gc_version, node_digest.max_version))
                 .unwrap_or((0u64, 0u64));
