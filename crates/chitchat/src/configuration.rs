@@ -63,6 +63,13 @@ pub struct PartialDigests {
     /// this often in a smaller cluster), and also whenever this node lacks
     /// changes of more nodes than a partial digest can name (a join).
     pub full_every: Duration,
+    /// A change this node makes or learns is gossiped at once (a round
+    /// to as many live peers as a regular round), not at the next tick,
+    /// and twice more, this far apart; such rounds are never closer than
+    /// this (`None`: changes wait for the next tick). A change then crosses the cluster in about
+    /// log(N) round trips instead of log(N) gossip intervals; a node
+    /// sends no more than it would at one round per `push_gap`.
+    pub push_gap: Option<Duration>,
 }
 
 impl ChitchatConfig {

@@ -25,7 +25,8 @@ use failure_detector::FailureDetector;
 pub use failure_detector::FailureDetectorConfig;
 pub use listener::ListenerHandle;
 pub use serialize::{Deserializable, Serializable};
-use tokio::sync::watch;
+use std::sync::Arc;
+use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::WatchStream;
 use tracing::{error, info, warn};
 
@@ -104,6 +105,14 @@ pub struct Chitchat {
     /// lacks, so it asks the same peer for them at once (a Syn naming
     /// them) instead of a round later.
     pull_pending: bool,
+    /// Woken when this node's own state may have changed (see
+    /// [`PartialDigests::push_gap`]): the server then checks whether there
+    /// is something to push.
+    push_notify: Arc<Notify>,
+    /// A delta raised some node's version since the last push.
+    learned_since_push: bool,
+    /// This node's own `max_version` at the last push.
+    self_version_pushed: Version,
 }
 
 impl Chitchat {
@@ -126,6 +135,9 @@ impl Chitchat {
             last_full_digest: None,
             nodes_at_last_full_digest: 0,
             pull_pending: false,
+            push_notify: Arc::new(Notify::new()),
+            learned_since_push: false,
+            self_version_pushed: 0,
         };
 
         let self_node_state = chitchat.self_node_state();
@@ -163,7 +175,8 @@ impl Chitchat {
     }
 
     fn process_delta(&mut self, delta: Delta) {
-        let was_reset_triggered = self.cluster_state.apply_delta(delta);
+        let (was_reset_triggered, learned) = self.cluster_state.apply_delta(delta);
+        self.learned_since_push |= learned;
         if was_reset_triggered {
             if let Some(catchup_callback) = &self.config.catchup_callback {
                 info!("executing catch-up callback");
@@ -357,6 +370,8 @@ impl Chitchat {
     }
 
     pub fn self_node_state(&mut self) -> &mut NodeState {
+        // The caller may change this node's state: the server checks.
+        self.push_notify.notify_one();
         self.cluster_state
             .node_state_mut_or_init(&self.config.chitchat_id)
     }
@@ -529,7 +544,41 @@ impl Chitchat {
     }
 
     pub(crate) fn update_self_heartbeat(&mut self) {
-        self.self_node_state().inc_heartbeat();
+        // A heartbeat is no change to push: not through `self_node_state`.
+        self.cluster_state
+            .node_state_mut_or_init(&self.config.chitchat_id)
+            .inc_heartbeat();
+    }
+
+    /// Wakes the server when this node's own state may have changed.
+    pub(crate) fn push_notify(&self) -> Arc<Notify> {
+        self.push_notify.clone()
+    }
+
+    /// With [`PartialDigests::push_gap`]: whether this node made or learned
+    /// a change since the last push.
+    pub(crate) fn push_pending(&self) -> bool {
+        let pushing = self
+            .config
+            .partial_digests
+            .is_some_and(|partial| partial.push_gap.is_some());
+        pushing
+            && (self.learned_since_push
+                || self
+                    .cluster_state
+                    .node_state(&self.config.chitchat_id)
+                    .is_some_and(|s| s.max_version() != self.self_version_pushed))
+    }
+
+    /// Notes that what is pending goes out now.
+    pub(crate) fn take_push_pending(&mut self) -> bool {
+        let pending = self.push_pending();
+        self.learned_since_push = false;
+        self.self_version_pushed = self
+            .cluster_state
+            .node_state(&self.config.chitchat_id)
+            .map_or(0, |s| s.max_version());
+        pending
     }
 
     pub(crate) fn cluster_state(&self) -> &ClusterState {
@@ -574,7 +623,17 @@ impl Chitchat {
         // not heard of; a partial digest cannot ask for nodes it does not
         // know, so whole ones go on until no more appear.
         let grown = nodes > self.nodes_at_last_full_digest * 11 / 10 + 1;
-        if due || grown || behind > (nodes / 10).max(8) {
+        // At most one whole digest a round for those two: the others of
+        // the round (and pulls, and pushes) name what they can within the
+        // budget. Every whole digest is answered with a whole one and
+        // with as much of what it lacks as a message holds, so more than
+        // one a round only brings the same nodes again, at a cost that
+        // grows with the cluster (while 500 simulated members formed, the
+        // CPU went to building and compressing such answers).
+        let whole_this_round = self
+            .last_full_digest
+            .is_some_and(|at| now < at + self.config.gossip_interval);
+        if due || (!whole_this_round && (grown || behind > (nodes / 10).max(8))) {
             self.last_full_digest = Some(now);
             self.nodes_at_last_full_digest = nodes;
             return self.cluster_state.compute_digest(&scheduled);
@@ -1730,6 +1789,7 @@ mod tests {
             recent: Duration::from_secs(2),
             rotation: 1,
             full_every: Duration::from_secs(3_600),
+            push_gap: None,
         });
         let (_seed_addrs_rx, seed_addrs) = watch::channel(Default::default());
         Chitchat::with_chitchat_id_and_seeds(config, seed_addrs, Vec::new())
@@ -1816,7 +1876,13 @@ mod tests {
             announced.add_node(other.clone(), Heartbeat(3), 0, 9);
         }
         node.report_heartbeats_in_digest(&announced);
+        // Not twice in a round: the round's whole digest went just above.
+        assert!(syn_digest(&mut node).partial);
+        tokio::time::advance(node.config.gossip_interval).await;
         assert!(!syn_digest(&mut node).partial);
+        assert!(syn_digest(&mut node).partial);
+        tokio::time::advance(node.config.gossip_interval).await;
+        assert!(!syn_digest(&mut node).partial, "still behind");
     }
 
     #[tokio::test]
@@ -1843,6 +1909,36 @@ mod tests {
         // And the Syn it sends names that node.
         let digest = syn_digest(&mut node);
         assert_eq!(digest.node_digests.get(&other).map(|d| d.max_version), Some(1));
+    }
+
+    #[tokio::test]
+    async fn test_a_change_made_or_learned_is_pending_to_push_until_taken() {
+        // Without a push gap, nothing is ever pending.
+        let mut quiet = partial_node(10_500);
+        quiet.self_node_state().set("k", "v");
+        assert!(!quiet.push_pending());
+
+        let mut node = partial_node(10_501);
+        if let Some(partial) = &mut node.config.partial_digests {
+            partial.push_gap = Some(Duration::from_millis(50));
+        }
+        node.take_push_pending();
+        assert!(!node.push_pending());
+        // A heartbeat is no change.
+        node.update_self_heartbeat();
+        assert!(!node.push_pending());
+        // A change of its own state: pending until taken, once.
+        node.self_node_state().set("k", "v");
+        assert!(node.push_pending());
+        assert!(node.take_push_pending());
+        assert!(!node.take_push_pending());
+        // A delta that brings something new: pending.
+        let other = ChitchatId::for_local_test(10_502);
+        learn(&mut node, std::slice::from_ref(&other));
+        assert!(node.take_push_pending());
+        // The same delta again brings nothing: not pending.
+        learn(&mut node, std::slice::from_ref(&other));
+        assert!(!node.push_pending());
     }
 
     #[tokio::test]

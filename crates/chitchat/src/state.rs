@@ -623,10 +623,13 @@ impl ClusterState {
     }
 
     // Apply delta and returns true if there was a reset.
-    pub(crate) fn apply_delta(&mut self, delta: Delta) -> bool {
+    /// Applies a delta; returns whether it reset a node, and whether it
+    /// raised some node's version (brought something new).
+    pub(crate) fn apply_delta(&mut self, delta: Delta) -> (bool, bool) {
         let now = Instant::now();
         // Apply delta.
         let mut contains_reset = false;
+        let mut learned = false;
         for node_delta in delta.node_deltas {
             if let Some(node_state) = self.node_state_mut(&node_delta.chitchat_id) {
                 let monotonic_property_before = node_state.monotonic_property();
@@ -636,10 +639,11 @@ impl ClusterState {
                     monotonic_property_after >= monotonic_property_before,
                     "after {monotonic_property_after:?}, before {monotonic_property_before:?}"
                 );
+                learned |= monotonic_property_after > monotonic_property_before;
                 contains_reset |= delta_status == DeltaStatus::ApplyAfterReset;
             }
         }
-        contains_reset
+        (contains_reset, learned)
     }
 
     pub fn compute_digest(&self, scheduled_for_deletion: &HashSet<&ChitchatId>) -> Digest {
@@ -1985,7 +1989,7 @@ mod tests {
         delta.add_node(node.clone(), 20, 0);
         delta.add_kv(&node, "key_b", "val_b", 18, false);
 
-        let contains_reset = cluster_state.apply_delta(delta);
+        let (contains_reset, _learned) = cluster_state.apply_delta(delta);
         assert!(!contains_reset);
 
         let node_state_after = cluster_state.node_state(&node).unwrap();

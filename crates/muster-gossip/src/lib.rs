@@ -172,13 +172,15 @@ pub enum FailureDetection {
 /// datagram for the digest, the other half for the changes that ride with
 /// it; a member changed within 15 rounds is named (an epidemic with three
 /// peers a round reaches 1,000 members in about 5), two more in turn;
-/// a whole digest every 30 s per 1,000 members, over TCP when large.
+/// a whole digest every 30 s per 1,000 members, over TCP when large; a
+/// change made or learned is pushed at once, at most four times a round.
 fn partial_digests(interval: Duration, mtu: usize) -> chitchat::PartialDigests {
     chitchat::PartialDigests {
         max_bytes: mtu.clamp(MIN_MTU, MAX_MTU) / 2,
         recent: interval * 15,
         rotation: 2,
         full_every: Duration::from_secs(30),
+        push_gap: Some(interval / 4),
     }
 }
 

@@ -24,8 +24,11 @@
 //!   own state) past the claim, and every claim about the old one lapses.
 //! - A member claimed dead is dead; one claimed suspect is dead once this
 //!   agent has seen it suspect for the suspicion timeout, which grows with
-//!   the log of the cluster's size (memberlist's rule: 4 rounds × log10 N), so a refutation has
-//!   time to spread in a large cluster.
+//!   the log of the cluster's size (memberlist's rule: 4 rounds × log10 N),
+//!   so a refutation has time to spread in a large cluster, and falls with
+//!   the number of agents that claim it (Lifeguard's rule, as memberlist
+//!   has it: to a quarter with two confirmations), since independent
+//!   failed probes are strong evidence.
 //! - A claim is withdrawn by the agent that made it when the member
 //!   answers it again, refutes it, or leaves the cluster; a suspicion the
 //!   claimant sees time out becomes a dead claim, for agents that join
@@ -44,6 +47,10 @@ pub(crate) const RELAYED: u32 = 1 << 31;
 pub(crate) const INCARNATION_KEY: &str = "inc";
 /// The prefix of an agent's claims about others in its own state.
 pub(crate) const CLAIM_PREFIX: &str = "suspect:";
+
+/// Confirmations (claims beyond the first) that bring a suspicion to its
+/// shortest timeout: memberlist's `SuspicionMult - 2`.
+pub(crate) const CONFIRMATIONS: usize = 2;
 
 /// How the detector paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -70,13 +77,28 @@ impl Timing {
         }
     }
 
-    /// How long a member stays suspect before it is dead, in a cluster of
-    /// `members`.
+    /// How long a member claimed suspect by one agent alone stays suspect
+    /// before it is dead, in a cluster of `members`.
     pub fn suspicion_timeout(&self, members: usize) -> Duration {
         let scale = (members.max(1) as f64).log10().max(1.0);
         self.round
             .mul_f64(f64::from(self.suspicion_mult) * scale)
             .max(Duration::from_secs(1))
+    }
+
+    /// How long a member stays suspect when `claimants` agents claim it
+    /// (Lifeguard's rule, as memberlist has it): the timeout falls from
+    /// [`Timing::suspicion_timeout`] with the log of the confirmations
+    /// (claims beyond the first), to a quarter of it (at least 1 s) at
+    /// [`CONFIRMATIONS`]. Independent failed probes are strong evidence:
+    /// a dead member is confirmed by about one new prober a round, while
+    /// one agent's lost packets get the whole timeout to be refuted.
+    pub fn suspicion_timeout_confirmed(&self, members: usize, claimants: usize) -> Duration {
+        let max = self.suspicion_timeout(members);
+        let min = (max / 4).max(Duration::from_secs(1)).min(max);
+        let confirmations = claimants.saturating_sub(1) as f64;
+        let fraction = ((confirmations + 1.0).ln() / (CONFIRMATIONS as f64 + 1.0).ln()).min(1.0);
+        max - (max - min).mul_f64(fraction)
     }
 }
 
@@ -129,7 +151,8 @@ impl Claim {
 pub(crate) struct View {
     /// Every member but this agent, with its incarnation.
     pub members: HashMap<ChitchatId, u64>,
-    /// Every claim about a member (this agent included), by any member.
+    /// Every claim about a member (this agent included), one per
+    /// claimant: a claimant holds one claim key per member.
     pub claims: Vec<(ChitchatId, Claim)>,
 }
 
@@ -252,9 +275,10 @@ impl Detector {
                 );
             }
         }
-        let timeout = self.timing.suspicion_timeout(view.members.len() + 1);
+        let members = view.members.len() + 1;
         let mut dead: HashSet<&ChitchatId> = HashSet::new();
-        let mut suspect: HashSet<&ChitchatId> = HashSet::new();
+        // Members claimed suspect, with how many agents claim them.
+        let mut suspect: HashMap<&ChitchatId, usize> = HashMap::new();
         for (about, claim) in &view.claims {
             if about == &self.me {
                 if claim.incarnation >= self.incarnation {
@@ -271,16 +295,17 @@ impl Detector {
             if claim.dead {
                 dead.insert(about);
             } else {
-                suspect.insert(about);
+                *suspect.entry(about).or_default() += 1;
             }
         }
-        self.suspected.retain(|id, _| suspect.contains(id));
+        self.suspected.retain(|id, _| suspect.contains_key(id));
         let mut verdicts = HashMap::with_capacity(view.members.len());
         for id in view.members.keys() {
             let verdict = if dead.contains(id) {
                 Verdict::Dead
-            } else if suspect.contains(id) {
+            } else if let Some(&claimants) = suspect.get(id) {
                 let since = *self.suspected.entry(id.clone()).or_insert(now);
+                let timeout = self.timing.suspicion_timeout_confirmed(members, claimants);
                 if now.duration_since(since) >= timeout {
                     Verdict::Dead
                 } else {
@@ -718,6 +743,63 @@ mod tests {
         assert_eq!(t.suspicion_timeout(10), Duration::from_secs(1));
         assert_eq!(t.suspicion_timeout(100), Duration::from_millis(1_600));
         assert_eq!(t.suspicion_timeout(1000), Duration::from_millis(2_400));
+    }
+
+    #[test]
+    fn confirmations_shorten_a_suspicion_to_a_quarter_never_below_one_second() {
+        let t = Timing::for_interval(Duration::from_secs(1));
+        // 1,000 members: 12 s for one claimant alone.
+        assert_eq!(
+            t.suspicion_timeout_confirmed(1000, 1),
+            Duration::from_secs(12)
+        );
+        // One confirmation: ln 2 / ln 3 of the way down to 3 s (6.32 s).
+        let one = t.suspicion_timeout_confirmed(1000, 2);
+        assert!(
+            one > Duration::from_millis(6_300) && one < Duration::from_millis(6_350),
+            "{one:?}"
+        );
+        // CONFIRMATIONS of them: a quarter, and no lower with more.
+        let least = Duration::from_secs(3);
+        assert_eq!(
+            t.suspicion_timeout_confirmed(1000, 1 + CONFIRMATIONS),
+            least
+        );
+        assert_eq!(t.suspicion_timeout_confirmed(1000, 50), least);
+        // Never shorter than a second, however many confirm.
+        assert_eq!(
+            timing().suspicion_timeout_confirmed(1000, 10),
+            Duration::from_secs(1)
+        );
+        // No claimant at all reads as one: the longest timeout.
+        assert_eq!(t.suspicion_timeout_confirmed(3, 0), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_suspect_claimed_by_several_agents_is_dead_sooner() {
+        let (b, c) = (id("b", 1), id("c", 1));
+        let t = Timing::for_interval(Duration::from_secs(1));
+        let mut d = Detector::new(id("a", 1), t, 9);
+        let t0 = Instant::now();
+        let members = [(&b, 0), (&c, 0)];
+        let alone = t.suspicion_timeout_confirmed(3, 1);
+        let confirmed = t.suspicion_timeout_confirmed(3, 1 + CONFIRMATIONS);
+        assert!(confirmed < alone);
+        // One claim: still suspect once the confirmed timeout has passed.
+        d.judge(view(&members, &[(&b, suspect(0))]), t0);
+        d.judge(view(&members, &[(&b, suspect(0))]), t0 + confirmed);
+        assert_eq!(d.verdicts()[&b], Verdict::Suspect);
+        // Three agents claim it (one entry per claimant's state): dead,
+        // counted from when this agent first saw it suspect.
+        let three = [(&b, suspect(0)), (&b, suspect(0)), (&b, suspect(0))];
+        d.judge(view(&members, &three), t0 + confirmed);
+        assert_eq!(d.verdicts()[&b], Verdict::Dead);
+        // Claims about an incarnation it has refuted do not count.
+        let stale = [(&b, suspect(0)), (&b, suspect(0)), (&b, suspect(1))];
+        let mut d = Detector::new(id("a", 1), t, 10);
+        d.judge(view(&[(&b, 1), (&c, 0)], &stale), t0);
+        d.judge(view(&[(&b, 1), (&c, 0)], &stale), t0 + confirmed);
+        assert_eq!(d.verdicts()[&b], Verdict::Suspect);
     }
 
     #[test]
