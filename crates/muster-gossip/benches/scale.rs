@@ -283,8 +283,18 @@ async fn simulate(n: usize, args: &Args) {
         }
         if said.elapsed() >= Duration::from_secs(15) {
             said = Instant::now();
+            let (mut dead, mut suspect) = (0usize, 0usize);
+            for m in &members {
+                for x in m.gossip.directory().load().members().iter() {
+                    match x.liveness {
+                        Liveness::Dead => dead += 1,
+                        Liveness::Suspect => suspect += 1,
+                        _ => {}
+                    }
+                }
+            }
             eprintln!(
-                "{n} hosts, {:.0} s: {complete} hold all {total} records, the fewest {}, RSS {:.0} MiB",
+                "{n} hosts, {:.0} s: {complete} hold all {total} records, the fewest {}; members seen dead {dead}, suspect {suspect}; RSS {:.0} MiB",
                 started.elapsed().as_secs_f64(),
                 held.iter().min().unwrap_or(&0),
                 rss_mib()

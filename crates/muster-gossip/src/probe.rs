@@ -3,7 +3,8 @@
 //!
 //! Four times a round it moves the probe under way along and sends what
 //! the rules ask; it answers pings, relays ping requests and passes their
-//! answers on as they arrive. Once a round, under the chitchat lock, it
+//! answers on as they arrive. Once a round, and at the next quarter round
+//! after a claim or an incarnation changed, under the chitchat lock, it
 //! reads every member's incarnation and every claim, judges, and writes
 //! back what changed: each member's verdict into chitchat (whose own phi
 //! detector is switched off: `FailureDetectorConfig::external`), and this
@@ -74,6 +75,7 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval((timing.round / 4).max(Duration::from_millis(5)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_round = Instant::now();
+    let mut judge_due = false;
     loop {
         tokio::select! {
             Some(Heard { from, session, message }) = heard.recv() => match message {
@@ -106,12 +108,12 @@ pub(crate) async fn run(
                 Message::Answer { seq, answer } => detector.answered(seq, answer),
                 Message::Notice { incarnation } => detector.noticed(incarnation),
             },
-            _ = judge.notified() => {
-                let mut chitchat = chitchat.lock().await;
-                if refresh(&mut chitchat, &mut detector, &mut written, &unsure, Instant::now()) {
-                    verdicts_changed.notify_one();
-                }
-            }
+            // A claim or an incarnation changed somewhere: judged at the
+            // next tick, with whatever else changed meanwhile. Judging
+            // reads every member's state, so once per change would cost
+            // O(members) per claim gossiped, and a burst of claims (an
+            // overloaded cluster) would feed on itself.
+            _ = judge.notified() => judge_due = true,
             _ = ticker.tick() => {
                 let now = Instant::now();
                 let claims = detector.claims().len();
@@ -119,10 +121,14 @@ pub(crate) async fn run(
                 // A new claim (or an incarnation raised by a notice) is
                 // written at once; the rest once a round.
                 if now >= next_round
+                    || judge_due
                     || detector.claims().len() != claims
                     || detector.incarnation() != written.incarnation
                 {
-                    next_round = now + timing.round;
+                    if now >= next_round {
+                        next_round = now + timing.round;
+                    }
+                    judge_due = false;
                     let mut chitchat = chitchat.lock().await;
                     if refresh(&mut chitchat, &mut detector, &mut written, &unsure, now) {
                         verdicts_changed.notify_one();
