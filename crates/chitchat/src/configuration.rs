@@ -66,9 +66,10 @@ pub struct PartialDigests {
     /// A change this node makes or learns is gossiped at once (a round
     /// to as many live peers as a regular round), not at the next tick,
     /// and twice more, this far apart; such rounds are never closer than
-    /// this (`None`: changes wait for the next tick). A change then crosses the cluster in about
-    /// log(N) round trips instead of log(N) gossip intervals; a node
-    /// sends no more than it would at one round per `push_gap`.
+    /// this (`None`: changes wait for the next tick). A change then
+    /// crosses the cluster in about log(N) round trips instead of log(N)
+    /// gossip intervals; a node sends no more than it would at one round
+    /// per `push_gap`.
     pub push_gap: Option<Duration>,
 }
 

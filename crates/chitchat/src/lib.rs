@@ -563,22 +563,22 @@ impl Chitchat {
             .partial_digests
             .is_some_and(|partial| partial.push_gap.is_some());
         pushing
-            && (self.learned_since_push
-                || self
-                    .cluster_state
-                    .node_state(&self.config.chitchat_id)
-                    .is_some_and(|s| s.max_version() != self.self_version_pushed))
+            && (self.learned_since_push || self.self_max_version() != self.self_version_pushed)
     }
 
     /// Notes that what is pending goes out now.
     pub(crate) fn take_push_pending(&mut self) -> bool {
         let pending = self.push_pending();
         self.learned_since_push = false;
-        self.self_version_pushed = self
-            .cluster_state
-            .node_state(&self.config.chitchat_id)
-            .map_or(0, |s| s.max_version());
+        self.self_version_pushed = self.self_max_version();
         pending
+    }
+
+    /// This node's own `max_version` (0 before its state exists).
+    fn self_max_version(&self) -> Version {
+        self.cluster_state
+            .node_state(&self.config.chitchat_id)
+            .map_or(0, |s| s.max_version())
     }
 
     pub(crate) fn cluster_state(&self) -> &ClusterState {

@@ -353,9 +353,10 @@ impl Server {
         Ok(push)
     }
 
-    /// Gossips what this node made or learned lately to as many live
-    /// peers as a round does, at once (one of [`PUSHES`]) (a Syn whose partial digest names
-    /// the nodes changed lately: a peer that lacks a change asks for it).
+    /// One of [`PUSHES`]: gossips what this node made or learned lately to
+    /// as many live peers as a round does, at once. Its Syn's partial
+    /// digest names the nodes changed lately, so a peer that lacks a
+    /// change asks for it.
     async fn push(&mut self) {
         let peers: Vec<SocketAddr> = {
             let chitchat = self.chitchat.lock().await;

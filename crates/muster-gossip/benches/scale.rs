@@ -13,9 +13,8 @@
 //! Run: `cargo bench -p muster-gossip --bench scale -- --hosts 50,100,200
 //! --records 10 --interval 200ms --loss 0 --churn 10 --detector probes`
 //! (defaults shown); `--start-rate 20` starts 20 members a second while
-//! the cluster forms (all at once by default: on two cores a few hundred
-//! members forming at once starve each other's probes); `--loss 0.05` drops 5% of the gossip messages each
-//! member receives; `--detector phi` runs chitchat's classic protocol
+//! the cluster forms (all at once by default); `--loss 0.05` drops 5% of
+//! the gossip messages each member receives; `--detector phi` runs chitchat's classic protocol
 //! (phi detector, whole digests), the baseline of issue 17. Every member holds
 //! the whole directory, so memory grows with hosts × hosts × records: the
 //! machine's memory bounds the sizes (see the README's Measured section).
@@ -261,7 +260,8 @@ async fn simulate(n: usize, args: &Args) {
     }
     let total = n * args.records;
     // Formation, with progress on stderr every 15 s: how many members
-    // hold everything, and the fewest records any member holds.
+    // hold everything, the fewest records any member holds, and how many
+    // (member, peer) pairs see the peer dead or suspect.
     let limit = Duration::from_secs(600);
     let mut said = Instant::now();
     loop {

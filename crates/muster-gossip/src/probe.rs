@@ -119,7 +119,8 @@ pub(crate) async fn run(
                 let claims = detector.claims().len();
                 let outs = detector.tick(now);
                 // A new claim (or an incarnation raised by a notice) is
-                // written at once; the rest once a round.
+                // written at once, claims and incarnations gossiped by
+                // others are judged at this tick; the rest once a round.
                 if now >= next_round
                     || judge_due
                     || detector.claims().len() != claims
