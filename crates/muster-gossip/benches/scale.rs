@@ -18,13 +18,30 @@
 //! (phi detector, whole digests), the baseline of issue 17. Every member holds
 //! the whole directory, so memory grows with hosts × hosts × records: the
 //! machine's memory bounds the sizes (see the README's Measured section).
+//!
+//! `--clock real` (the default) runs the members on two worker threads
+//! against the wall clock, so the machine's two cores are shared by all of
+//! them: past about 200 members at 1 s the process saturates them and the
+//! figures say more about this machine than about the protocol.
+//! `--clock virtual` runs them on one thread with tokio's clock paused:
+//! whenever every member waits, the clock jumps to the next timer, so
+//! computing costs no simulated time (a discrete-event simulation of the
+//! real code, which reads time only through tokio). Messages still travel
+//! over loopback UDP and TCP; one sent is handled at the next timer of any
+//! member (well under a millisecond apart at hundreds of members). Every
+//! time printed is simulated time; CPU per member is the process's CPU
+//! time over the simulated time, i.e. what each member would spend on a
+//! host of its own. What it cannot show is an overloaded member: the real
+//! clock and the real-agent bench (`cargo bench -p muster --bench fleet`)
+//! do.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use muster_core::{Address, Liveness, Record, Source};
 use muster_gossip::{Gossip, GossipConfig, GossipMetrics, Sent};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 struct Args {
@@ -41,6 +58,9 @@ struct Args {
     /// Members started per second while the cluster forms (0: all at
     /// once).
     start_rate: f64,
+    /// Virtual time: one thread, tokio's clock paused and moved to the
+    /// next timer whenever every member waits (see the module doc).
+    virtual_clock: bool,
 }
 
 fn args() -> Args {
@@ -54,6 +74,7 @@ fn args() -> Args {
         churn: 10.0,
         detector: muster_gossip::FailureDetection::Probes,
         start_rate: 0.0,
+        virtual_clock: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -96,6 +117,13 @@ fn args() -> Args {
     }
     if let Some(v) = value("--start-rate") {
         a.start_rate = v.parse().expect("--start-rate MEMBERS_PER_SECOND");
+    }
+    if let Some(v) = value("--clock") {
+        a.virtual_clock = match v.as_str() {
+            "real" => false,
+            "virtual" => true,
+            _ => panic!("--clock real|virtual"),
+        };
     }
     if let Some(v) = value("--rest") {
         a.rest = Duration::from_secs(v.trim_end_matches('s').parse().expect("--rest in s"));
@@ -247,12 +275,21 @@ async fn simulate(n: usize, args: &Args) {
     // and let go may be handed out again by the next pick.
     let mut seeds: Vec<SocketAddr> = Vec::with_capacity(3);
     let started = Instant::now();
+    let wall = std::time::Instant::now();
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
         let addr = free_addr();
         members.push(start(i, addr, &seeds, args).await);
         if seeds.len() < 3 {
             seeds.push(addr);
+        }
+        if (i + 1) % 50 == 0 {
+            eprintln!(
+                "{n} hosts: {} started after {:.1} s ({:.0} s of real time)",
+                i + 1,
+                started.elapsed().as_secs_f64(),
+                wall.elapsed().as_secs_f64()
+            );
         }
         if args.start_rate > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(1.0 / args.start_rate)).await;
@@ -294,8 +331,9 @@ async fn simulate(n: usize, args: &Args) {
                 }
             }
             eprintln!(
-                "{n} hosts, {:.0} s: {complete} hold all {total} records, the fewest {}; members seen dead {dead}, suspect {suspect}; RSS {:.0} MiB",
+                "{n} hosts, {:.0} s ({:.0} s of real time): {complete} hold all {total} records, the fewest {}; members seen dead {dead}, suspect {suspect}; RSS {:.0} MiB",
                 started.elapsed().as_secs_f64(),
+                wall.elapsed().as_secs_f64(),
                 held.iter().min().unwrap_or(&0),
                 rss_mib()
             );
@@ -444,18 +482,42 @@ async fn simulate(n: usize, args: &Args) {
         detect.as_secs_f64(),
         rss / (n + 1) as f64,
     );
+    eprintln!(
+        "{n} hosts: {:.0} s simulated in {:.0} s of real time",
+        started.elapsed().as_secs_f64(),
+        wall.elapsed().as_secs_f64()
+    );
     for m in members.into_iter().chain([newcomer]) {
         m.stop.cancel();
         m.gossip.stopped().await;
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let args = args();
     raise_open_files();
+    let runtime = if args.virtual_clock {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    runtime.expect("a tokio runtime").block_on(run(args));
+}
+
+async fn run(args: Args) {
     println!(
-        "## Scale simulator: {:?} failure detection, {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}, {:.0}% of messages lost on receipt, {}\n",
+        "## Scale simulator: {} clock, {:?} failure detection, {} records per host, gossip every {:?}, dead grace 2 s, at rest for {:?}, {:.0}% of messages lost on receipt, {}\n",
+        if args.virtual_clock {
+            "virtual"
+        } else {
+            "real"
+        },
         args.detector,
         args.records,
         args.interval,

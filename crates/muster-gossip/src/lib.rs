@@ -298,12 +298,12 @@ impl Gossip {
             reason: format!("{e:#}"),
         })?;
         let chitchat = handle.chitchat();
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(sync::Wake::default());
         let listeners = {
             let chitchat = chitchat.lock().await;
             [RECORD_PREFIX, READY_KEY].map(|prefix| {
                 let wake = wake.clone();
-                chitchat.subscribe_event(prefix, move |_| wake.notify_one())
+                chitchat.subscribe_event(prefix, move |event| wake.host(&event.node.node_id))
             })
         };
         let directory = Arc::new(ArcSwap::from_pointee(Snapshot::new()));

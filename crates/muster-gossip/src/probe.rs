@@ -13,10 +13,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chitchat::{Chitchat, ChitchatId};
 use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -54,7 +55,7 @@ struct Written {
 pub(crate) async fn run(
     _listeners: [chitchat::ListenerHandle; 2],
     judge: Arc<tokio::sync::Notify>,
-    verdicts_changed: Arc<tokio::sync::Notify>,
+    verdicts_changed: Arc<crate::sync::Wake>,
     chitchat: Arc<Mutex<Chitchat>>,
     me: ChitchatId,
     mut link: Link,
@@ -132,7 +133,7 @@ pub(crate) async fn run(
                     judge_due = false;
                     let mut chitchat = chitchat.lock().await;
                     if refresh(&mut chitchat, &mut detector, &mut written, &unsure, now) {
-                        verdicts_changed.notify_one();
+                        verdicts_changed.everything();
                     }
                 }
                 for out in outs {

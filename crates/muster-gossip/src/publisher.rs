@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chitchat::Chitchat;
 use muster_core::{PublishError, Record, Source, Verdict};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 
 use crate::codec::{MAX_RECORD_BYTES, READY_KEY, RECORD_PREFIX, encode};
 
@@ -54,7 +54,7 @@ struct Local {
 pub struct Publisher {
     chitchat: Arc<Mutex<Chitchat>>,
     local: Arc<Mutex<Local>>,
-    wake: Arc<Notify>,
+    wake: Arc<crate::sync::Wake>,
 }
 
 impl Publisher {
@@ -63,7 +63,7 @@ impl Publisher {
     /// [`crate::Gossip::start`]).
     pub(crate) fn new(
         chitchat: Arc<Mutex<Chitchat>>,
-        wake: Arc<Notify>,
+        wake: Arc<crate::sync::Wake>,
         awaiting: BTreeSet<Source>,
     ) -> Publisher {
         Publisher {
@@ -84,7 +84,7 @@ impl Publisher {
         let mut chitchat = self.chitchat.lock().await;
         if settle(&mut local, &mut chitchat, source) {
             drop(chitchat);
-            self.wake.notify_one();
+            self.wake.everything();
         }
     }
 
@@ -135,7 +135,7 @@ impl Publisher {
         // than every record of this set.
         settle(local, &mut chitchat, source);
         drop(chitchat);
-        self.wake.notify_one();
+        self.wake.everything();
         report
     }
 
@@ -154,7 +154,7 @@ impl Publisher {
             .self_node_state()
             .set(format!("{RECORD_PREFIX}{}", record.id), &value);
         published.insert(record.id, Published { source, value });
-        self.wake.notify_one();
+        self.wake.everything();
         Ok(())
     }
 
@@ -171,7 +171,7 @@ impl Publisher {
             .await
             .self_node_state()
             .delete(&format!("{RECORD_PREFIX}{id}"));
-        self.wake.notify_one();
+        self.wake.everything();
         true
     }
 
@@ -182,7 +182,7 @@ impl Publisher {
             .await
             .self_node_state()
             .set(format!("{}{key}", crate::codec::META_PREFIX), value);
-        self.wake.notify_one();
+        self.wake.everything();
     }
 }
 

@@ -36,9 +36,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chitchat::ChitchatId;
+use tokio::time::Instant;
 
 /// The bit set in the sequence number of a ping sent for another member
 /// (a relay); never in a detector's own.

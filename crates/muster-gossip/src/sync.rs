@@ -1,26 +1,81 @@
 //! Follows chitchat's cluster state and keeps the directory snapshot in
 //! step with it.
 //!
-//! On every wake-up (a key changed) or tick (liveness may have changed),
-//! the task looks at each node under the chitchat lock just long enough to
-//! copy out what changed since its last look: for a node whose max version
-//! moved, the keys with a newer version (deleted ones included); for a node
-//! that appeared, was reset, or became visible again, all of its keys.
-//! Decoding and index updates happen after the lock is released, so gossip
-//! never waits on them and readers never wait at all.
+//! On every wake-up or tick the task looks at nodes under the chitchat
+//! lock just long enough to copy out what changed since its last look: for
+//! a node whose max version moved, the keys with a newer version (deleted
+//! ones included); for a node that appeared, was reset, or became visible
+//! again, all of its keys. Decoding and index updates happen after the lock
+//! is released, so gossip never waits on them and readers never wait at
+//! all.
+//!
+//! A look costs what it visits, so what it visits depends on what woke it
+//! (see [`Wake`]): a record gossiped in wakes a look at the hosts whose
+//! records changed only, O(changed); the tick (once a round), a verdict of
+//! the failure detector, a local change or a host never seen before wakes
+//! a look at every host, which also ages grace periods and lags, forgets
+//! what chitchat forgot and refreshes the member list. Without that split a
+//! member joining 1,000 hosts walked all of them for every delta it
+//! received, and formation cost O(N²) per member.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use muster_core::{Behind, Change, LastHeard, Liveness, Member, Snapshot};
 use tokio::sync::{Mutex, Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::codec::{META_PREFIX, READY_KEY, RECORD_PREFIX, decode};
+
+/// Why the sync task should look again: the hosts whose records were
+/// gossiped in since its last look, or everything.
+#[derive(Default)]
+pub(crate) struct Wake {
+    notify: Notify,
+    pending: std::sync::Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    everything: bool,
+    hosts: HashSet<Arc<str>>,
+}
+
+impl Wake {
+    /// A record key of `host` changed (chitchat's key-change event): a
+    /// look at that host is enough.
+    pub(crate) fn host(&self, host: &Arc<str>) {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        if !pending.everything {
+            pending.hosts.insert(host.clone());
+        }
+        drop(pending);
+        self.notify.notify_one();
+    }
+
+    /// Something a look at a few hosts would miss (a verdict of the
+    /// failure detector, a local change): a look at every host. A deleted
+    /// key, which chitchat sends no event for, waits for the tick.
+    pub(crate) fn everything(&self) {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        pending.everything = true;
+        pending.hosts.clear();
+        drop(pending);
+        self.notify.notify_one();
+    }
+
+    /// What is pending, cleared: the hosts to look at, or `None` for every
+    /// host.
+    fn take(&self) -> Option<HashSet<Arc<str>>> {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
+        (!pending.everything).then_some(pending.hosts)
+    }
+}
 
 pub(crate) struct Settings {
     pub dead_grace: Duration,
@@ -245,7 +300,7 @@ enum Copied {
 pub(crate) async fn run(
     chitchat: Arc<Mutex<Chitchat>>,
     directory: Arc<ArcSwap<Snapshot>>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     settings: Settings,
     revisions: watch::Sender<u64>,
     heard: LastHeard,
@@ -259,17 +314,29 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tick.tick() => {}
+        let ticked = tokio::select! {
+            _ = wake.notify.notified() => false,
+            _ = tick.tick() => true,
             _ = stop.cancelled() => return,
-        }
+        };
+        let only = wake.take().filter(|_| !ticked);
         let (copied, members) = {
             let chitchat = chitchat.lock().await;
             let now = Instant::now();
-            note_incarnations(&chitchat, &mut incarnations, settings.unsure.as_ref(), now);
+            // A host never noted before is looked at with every host: its
+            // liveness is noted there.
+            let only = only.filter(|hosts| {
+                hosts
+                    .iter()
+                    .flat_map(|host| states_named(&chitchat, host))
+                    .all(|(id, _)| incarnations.contains_key(id))
+            });
+            if only.is_none() {
+                note_incarnations(&chitchat, &mut incarnations, settings.unsure.as_ref(), now);
+            }
             look(
                 &chitchat,
+                only.as_ref(),
                 &mut tracked,
                 &mut claims,
                 &mut shown_extras,
@@ -335,6 +402,19 @@ fn upsert(host: &str, id: &str, value: &str) -> Option<Change> {
     }
 }
 
+/// Every incarnation chitchat holds of the node named `name`, oldest
+/// generation first.
+fn states_named<'a>(
+    chitchat: &'a Chitchat,
+    name: &'a str,
+) -> impl Iterator<Item = (&'a ChitchatId, &'a NodeState)> + 'a {
+    let first = ChitchatId::new(name.to_owned(), 0, ([0, 0, 0, 0], 0).into());
+    chitchat
+        .node_states()
+        .range(first..)
+        .take_while(move |(id, _)| &*id.node_id == name)
+}
+
 /// Every incarnation chitchat knows, as the sync task has followed it.
 type Incarnations = HashMap<ChitchatId, Incarnation>;
 
@@ -375,12 +455,16 @@ fn note_incarnations(
     incarnations.retain(|id, _| chitchat.node_states().contains_key(id));
 }
 
-/// One look at the cluster under the chitchat lock. Returns, per host whose
-/// indexed records must change, what to change, and the member list if
-/// any member changed since the last look (`None` at rest).
+/// One look at the cluster under the chitchat lock: at the hosts named in
+/// `only`, or at every host. Returns, per host whose indexed records must
+/// change, what to change, and the member list if any member changed since
+/// the last look (`None` at rest, and always from a look at a few hosts:
+/// the member list, the lag gauge and what chitchat forgot follow at the
+/// next look at every host, at most a round later).
 #[allow(clippy::too_many_arguments)]
 fn look(
     chitchat: &Chitchat,
+    only: Option<&HashSet<Arc<str>>>,
     tracked: &mut HashMap<String, Tracked>,
     claims: &mut HashMap<String, Claim>,
     shown_extras: &mut usize,
@@ -391,7 +475,11 @@ fn look(
 ) -> (Vec<(String, Copied)>, Option<Vec<Member>>) {
     let dead_grace = settings.dead_grace;
     let mut by_name: HashMap<&str, Vec<(&ChitchatId, &NodeState, &Incarnation)>> = HashMap::new();
-    for (id, state) in chitchat.node_states() {
+    let visited: Box<dyn Iterator<Item = (&ChitchatId, &NodeState)>> = match only {
+        Some(hosts) => Box::new(hosts.iter().flat_map(|h| states_named(chitchat, h))),
+        None => Box::new(chitchat.node_states().iter()),
+    };
+    for (id, state) in visited {
         let Some(incarnation) = incarnations.get(id) else {
             continue;
         };
@@ -402,17 +490,19 @@ fn look(
     }
     let mut copied = Vec::new();
     let mut members_changed = false;
-    tracked.retain(|name, t| {
-        let keep = by_name.contains_key(name.as_str());
-        members_changed |= !keep;
-        if !keep && t.visible {
-            info!(host = %name, "host forgotten by gossip; its records leave the directory");
-            copied.push((name.clone(), Copied::Hide));
-        }
-        keep
-    });
-    heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
-    claims.retain(|name, _| by_name.contains_key(name.as_str()));
+    if only.is_none() {
+        tracked.retain(|name, t| {
+            let keep = by_name.contains_key(name.as_str());
+            members_changed |= !keep;
+            if !keep && t.visible {
+                info!(host = %name, "host forgotten by gossip; its records leave the directory");
+                copied.push((name.clone(), Copied::Hide));
+            }
+            keep
+        });
+        heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
+        claims.retain(|name, _| by_name.contains_key(name.as_str()));
+    }
     // Claimants in conflict, shown but not indexed: rare, rebuilt on every
     // look while there are any.
     let mut extras: Vec<Member> = Vec::new();
@@ -564,6 +654,9 @@ fn look(
         }
         t.visible = visible;
         t.seen_version = state.max_version();
+        if only.is_some() {
+            continue;
+        }
         let liveness = match (alive, incarnation.ever_alive) {
             _ if conflict => Liveness::Conflict,
             (true, _) if suspect => Liveness::Suspect,
@@ -608,6 +701,9 @@ fn look(
                 });
             }
         }
+    }
+    if only.is_some() {
+        return (copied, None);
     }
     settings.metrics.set_lag(lagging, longest_lag);
     members_changed |= !extras.is_empty() || *shown_extras > 0;
@@ -694,6 +790,24 @@ mod tests {
             alive: false,
             ..silent(s)
         }
+    }
+
+    #[test]
+    fn a_gossiped_record_wakes_a_look_at_its_host_and_anything_else_a_look_at_every_host() {
+        let wake = Wake::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        wake.host(&a);
+        wake.host(&b);
+        wake.host(&a);
+        assert_eq!(wake.take(), Some(HashSet::from([a.clone(), b.clone()])));
+        // Taken means cleared: a wake with nothing pending looks at nothing.
+        assert_eq!(wake.take(), Some(HashSet::new()));
+        // Everything absorbs hosts named before and after it.
+        wake.host(&a);
+        wake.everything();
+        wake.host(&b);
+        assert_eq!(wake.take(), None);
+        assert_eq!(wake.take(), Some(HashSet::new()));
     }
 
     #[test]

@@ -18,11 +18,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::{ChitchatEnvelope, ChitchatMessage, MAX_UDP_DATAGRAM_PAYLOAD_SIZE};
+use tokio::time::Instant;
 
 use crate::keyring::{GossipKeys, Keyring};
 use crate::metrics::{GossipMetrics, Rejection};
