@@ -101,6 +101,9 @@ pub struct Chitchat {
     /// many nodes this node knew then.
     last_full_digest: Option<tokio::time::Instant>,
     nodes_at_last_full_digest: usize,
+    /// Whole digests in a row (a round apart or more) after which this
+    /// node knew no more nodes than before: two end its joining.
+    whole_digests_without_news: u8,
     /// With [`PartialDigests`]: the last SynAck announced changes this node
     /// lacks, so it asks the same peer for them at once (a Syn naming
     /// them) instead of a round later.
@@ -134,6 +137,7 @@ impl Chitchat {
             digest_cursor: 0,
             last_full_digest: None,
             nodes_at_last_full_digest: 0,
+            whole_digests_without_news: 0,
             pull_pending: false,
             push_notify: Arc::new(Notify::new()),
             learned_since_push: false,
@@ -619,10 +623,27 @@ impl Chitchat {
             .filter(|s| s.advertised_max_version() > s.max_version())
             .count();
         let due = self.last_full_digest.is_none_or(|at| now >= at + every);
-        // Joining: the last whole digest brought many nodes this one had
-        // not heard of; a partial digest cannot ask for nodes it does not
-        // know, so whole ones go on until no more appear.
-        let grown = nodes > self.nodes_at_last_full_digest * 11 / 10 + 1;
+        // A partial digest cannot ask for nodes this one has not heard of,
+        // so whole ones go on while they bring such nodes. Joining, until
+        // two whole digests in a row brought none (a peer's answer names
+        // every node it knows): at a cluster's birth, a node whose count
+        // grew only a little a round stopped early, and lacked a quiet
+        // node until the next periodic whole digest, 30 s later. Joined,
+        // while the count grows by a tenth: one node joining does not make
+        // every member send a whole digest.
+        if self.whole_digests_without_news < 2
+            && self
+                .last_full_digest
+                .is_some_and(|at| now >= at + self.config.gossip_interval)
+        {
+            if nodes > self.nodes_at_last_full_digest {
+                self.whole_digests_without_news = 0;
+            } else {
+                self.whole_digests_without_news += 1;
+            }
+        }
+        let joining = self.whole_digests_without_news < 2;
+        let grown = joining || nodes > self.nodes_at_last_full_digest * 11 / 10 + 1;
         // At most one whole digest a round for those two: the others of
         // the round (and pulls, and pushes) name what they can within the
         // budget. Every whole digest is answered with a whole one and
@@ -1839,9 +1860,14 @@ mod tests {
         assert!(len <= 300, "{len} bytes");
         assert!(digest.node_digests.len() > 2, "{digest:?}");
 
+        // Still joining: one whole digest a round until two in a row
+        // brought no node it had not heard of.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!syn_digest(&mut node).partial);
+        tokio::time::advance(node.config.gossip_interval).await;
+
         // At rest (nothing changed for longer than `recent`): itself and
         // one in turn.
-        tokio::time::advance(Duration::from_secs(3)).await;
         let mut named = HashSet::new();
         for _ in 0..41 {
             let digest = syn_digest(&mut node);
@@ -1883,6 +1909,35 @@ mod tests {
         assert!(syn_digest(&mut node).partial);
         tokio::time::advance(node.config.gossip_interval).await;
         assert!(!syn_digest(&mut node).partial, "still behind");
+    }
+
+    #[tokio::test]
+    async fn test_a_joining_node_sends_whole_digests_until_two_in_a_row_bring_no_node() {
+        tokio::time::pause();
+        let mut node = partial_node(10_600);
+        let round = node.config.gossip_interval;
+        let others: Vec<ChitchatId> = (0..40)
+            .map(|i| ChitchatId::for_local_test(10_610 + i))
+            .collect();
+        learn(&mut node, &others[..20]);
+        assert!(!syn_digest(&mut node).partial, "a newcomer asks for everything");
+        assert!(syn_digest(&mut node).partial, "one whole digest a round");
+        // The answer brought one node: fewer than a tenth, yet news.
+        learn(&mut node, &others[20..21]);
+        tokio::time::advance(round).await;
+        assert!(!syn_digest(&mut node).partial);
+        tokio::time::advance(round).await;
+        assert!(!syn_digest(&mut node).partial, "one round without news is not enough");
+        tokio::time::advance(round).await;
+        assert!(syn_digest(&mut node).partial, "two in a row: joined");
+        // Joined: one node more does not bring a whole digest...
+        learn(&mut node, &others[21..22]);
+        tokio::time::advance(round).await;
+        assert!(syn_digest(&mut node).partial);
+        // ...a tenth more does.
+        learn(&mut node, &others[22..40]);
+        tokio::time::advance(round).await;
+        assert!(!syn_digest(&mut node).partial);
     }
 
     #[tokio::test]

@@ -330,12 +330,40 @@ async fn simulate(n: usize, args: &Args) {
                     }
                 }
             }
+            // Who still lacks records, and of which hosts (a few).
+            let lacking: Vec<String> = members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.gossip.directory().load().len() < total)
+                .take(3)
+                .map(|(i, m)| {
+                    let s = m.gossip.directory().load();
+                    let hosts: Vec<String> = (0..n)
+                        .filter(|h| s.lookup(&format!("svc-{h}-0")).is_empty())
+                        .take(3)
+                        .map(|h| {
+                            let name = format!("h{h}");
+                            match s.members().iter().find(|x| x.name == name) {
+                                Some(x) => format!(
+                                    "{name} ({:?}, {} records, {})",
+                                    x.liveness,
+                                    x.records,
+                                    if x.visible { "visible" } else { "hidden" }
+                                ),
+                                None => format!("{name} (unknown)"),
+                            }
+                        })
+                        .collect();
+                    format!("h{i} lacks {}", hosts.join(", "))
+                })
+                .collect();
             eprintln!(
-                "{n} hosts, {:.0} s ({:.0} s of real time): {complete} hold all {total} records, the fewest {}; members seen dead {dead}, suspect {suspect}; RSS {:.0} MiB",
+                "{n} hosts, {:.0} s ({:.0} s of real time): {complete} hold all {total} records, the fewest {}; members seen dead {dead}, suspect {suspect}; RSS {:.0} MiB; {}",
                 started.elapsed().as_secs_f64(),
                 wall.elapsed().as_secs_f64(),
                 held.iter().min().unwrap_or(&0),
-                rss_mib()
+                rss_mib(),
+                lacking.join("; ")
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
