@@ -11,10 +11,11 @@
 //!
 //! A look costs what it visits, so what it visits depends on what woke it
 //! (see [`Wake`]): a record gossiped in wakes a look at the hosts whose
-//! records changed only, O(changed); the tick (once a round), a verdict of
-//! the failure detector, a local change or a host never seen before wakes
-//! a look at every host, which also ages grace periods and lags, forgets
-//! what chitchat forgot and refreshes the member list. Without that split a
+//! records changed only, O(changed) (a host never seen before is noted
+//! not alive yet, see [`note_new`]); the tick (once a round), a verdict of
+//! the failure detector or a local change wakes a look at every host,
+//! which also reads liveness, ages grace periods and lags, forgets what
+//! chitchat forgot and refreshes the member list. Without that split a
 //! member joining 1,000 hosts walked all of them for every delta it
 //! received, and formation cost O(N²) per member.
 
@@ -323,16 +324,11 @@ pub(crate) async fn run(
         let (copied, members) = {
             let chitchat = chitchat.lock().await;
             let now = Instant::now();
-            // A host never noted before is looked at with every host: its
-            // liveness is noted there.
-            let only = only.filter(|hosts| {
-                hosts
-                    .iter()
-                    .flat_map(|host| states_named(&chitchat, host))
-                    .all(|(id, _)| incarnations.contains_key(id))
-            });
-            if only.is_none() {
-                note_incarnations(&chitchat, &mut incarnations, settings.unsure.as_ref(), now);
+            match &only {
+                Some(hosts) => note_new(&chitchat, &mut incarnations, hosts, now),
+                None => {
+                    note_incarnations(&chitchat, &mut incarnations, settings.unsure.as_ref(), now)
+                }
             }
             look(
                 &chitchat,
@@ -413,6 +409,26 @@ fn states_named<'a>(
         .node_states()
         .range(first..)
         .take_while(move |(id, _)| &*id.node_id == name)
+}
+
+/// Notes the incarnations of `hosts` never noted before, as not alive
+/// yet: the failure detector's verdict is read at the next look at every
+/// host, at most a round later, and until then, as for any incarnation
+/// noted not alive, its records are visible for the dead grace.
+fn note_new(
+    chitchat: &Chitchat,
+    incarnations: &mut Incarnations,
+    hosts: &HashSet<Arc<str>>,
+    now: Instant,
+) {
+    for (id, state) in hosts.iter().flat_map(|h| states_named(chitchat, h)) {
+        incarnations.entry(id.clone()).or_insert(Incarnation {
+            heartbeat: u64::from(state.heartbeat()),
+            moved_at: now,
+            dead_since: Some(now),
+            ever_alive: false,
+        });
+    }
 }
 
 /// Every incarnation chitchat knows, as the sync task has followed it.
