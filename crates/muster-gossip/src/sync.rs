@@ -193,6 +193,19 @@ struct Incarnation {
     ever_alive: bool,
 }
 
+impl Incarnation {
+    /// Seen for the first time: not alive until the failure detector says
+    /// so, its grace starting now.
+    fn first_seen(heartbeat: u64, now: Instant) -> Incarnation {
+        Incarnation {
+            heartbeat,
+            moved_at: now,
+            dead_since: Some(now),
+            ever_alive: false,
+        }
+    }
+}
+
 /// How an incarnation stands when the sync task picks which one counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Standing {
@@ -411,10 +424,11 @@ fn states_named<'a>(
         .take_while(move |(id, _)| &*id.node_id == name)
 }
 
-/// Notes the incarnations of `hosts` never noted before, as not alive
-/// yet: the failure detector's verdict is read at the next look at every
-/// host, at most a round later, and until then, as for any incarnation
-/// noted not alive, its records are visible for the dead grace.
+/// Notes the incarnations of `hosts` never noted before
+/// ([`Incarnation::first_seen`]): the failure detector's verdict is read
+/// at the next look at every host, at most a round later, and until then,
+/// as for any incarnation noted not alive, its records are visible for the
+/// dead grace.
 fn note_new(
     chitchat: &Chitchat,
     incarnations: &mut Incarnations,
@@ -422,12 +436,9 @@ fn note_new(
     now: Instant,
 ) {
     for (id, state) in hosts.iter().flat_map(|h| states_named(chitchat, h)) {
-        incarnations.entry(id.clone()).or_insert(Incarnation {
-            heartbeat: u64::from(state.heartbeat()),
-            moved_at: now,
-            dead_since: Some(now),
-            ever_alive: false,
-        });
+        incarnations
+            .entry(id.clone())
+            .or_insert_with(|| Incarnation::first_seen(u64::from(state.heartbeat()), now));
     }
 }
 
@@ -447,12 +458,9 @@ fn note_incarnations(
     for (id, state) in chitchat.node_states() {
         let heartbeat = u64::from(state.heartbeat());
         let alive = live.contains(id);
-        let i = incarnations.entry(id.clone()).or_insert(Incarnation {
-            heartbeat,
-            moved_at: now,
-            dead_since: None,
-            ever_alive: false,
-        });
+        let i = incarnations
+            .entry(id.clone())
+            .or_insert_with(|| Incarnation::first_seen(heartbeat, now));
         let moved = match &unsure {
             Some(unsure) => alive && !unsure.contains(id),
             None => i.heartbeat != heartbeat,
