@@ -308,12 +308,19 @@ async fn after_a_lost_engine_returns_the_directory_equals_docker_ps() {
     .await;
     let stopped = record(&b, &format!("keep1-{run}")).await.unwrap();
     assert_eq!(stopped.state(), v1::State::Exited);
-    let members = b.members().await;
-    let a_member = members.iter().find(|m| m.name == "a").unwrap();
-    assert_eq!(
-        a_member.meta.get("docker").map(String::as_str),
-        Some("connected")
-    );
+    // The status is a key of its own, gossiped apart from the records and
+    // shown in the member list at b's next look at every host (once a
+    // round): it follows the records, not with them.
+    eventually(
+        Duration::from_secs(5),
+        "a's Docker source to be connected again",
+        || async {
+            let members = b.members().await;
+            let a_member = members.into_iter().find(|m| m.name == "a")?;
+            (a_member.meta.get("docker").map(String::as_str) == Some("connected")).then_some(())
+        },
+    )
+    .await;
     assert!(
         a.log().contains("Docker source disconnected"),
         "{}",
