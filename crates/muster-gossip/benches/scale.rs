@@ -15,7 +15,9 @@
 //! (defaults shown); `--start-rate 20` starts 20 members a second while
 //! the cluster forms (all at once by default); `--loss 0.05` drops 5% of
 //! the gossip messages each member receives; `--detector phi` runs chitchat's classic protocol
-//! (phi detector, whole digests), the baseline of issue 17. Every member holds
+//! (phi detector, whole digests), the baseline of issue 17; `--log
+//! muster_gossip::probe=debug` prints the members' logs (here every claim
+//! written and every verdict) stamped with simulated seconds. Every member holds
 //! the whole directory, so memory grows with hosts × hosts × records: the
 //! machine's memory bounds the sizes (see the README's Measured section).
 //!
@@ -61,6 +63,10 @@ struct Args {
     /// Virtual time: one thread, tokio's clock paused and moved to the
     /// next timer whenever every member waits (see the module doc).
     virtual_clock: bool,
+    /// A tracing filter (`--log muster_gossip::probe=debug`): the members'
+    /// logs on stderr, stamped with the seconds since the simulator's
+    /// start on its clock (simulated time with `--clock virtual`).
+    log: Option<String>,
 }
 
 fn args() -> Args {
@@ -75,6 +81,7 @@ fn args() -> Args {
         detector: muster_gossip::FailureDetection::Probes,
         start_rate: 0.0,
         virtual_clock: false,
+        log: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -125,6 +132,7 @@ fn args() -> Args {
             _ => panic!("--clock real|virtual"),
         };
     }
+    a.log = value("--log");
     if let Some(v) = value("--rest") {
         a.rest = Duration::from_secs(v.trim_end_matches('s').parse().expect("--rest in s"));
     }
@@ -535,7 +543,17 @@ fn main() {
             .enable_all()
             .build()
     };
-    runtime.expect("a tokio runtime").block_on(run(args));
+    let runtime = runtime.expect("a tokio runtime");
+    if let Some(filter) = &args.log {
+        let start = runtime.block_on(async { Instant::now() });
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimulatedTime(start))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
+    runtime.block_on(run(args));
 }
 
 async fn run(args: Args) {
@@ -563,5 +581,14 @@ async fn run(args: Args) {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.hosts {
         simulate(n, &args).await;
+    }
+}
+
+/// Log lines stamped with seconds on the simulator's clock.
+struct SimulatedTime(Instant);
+
+impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:10.3}", self.0.elapsed().as_secs_f64())
     }
 }

@@ -287,6 +287,7 @@ impl Gossip {
                 metrics: config.metrics.clone(),
                 keys: config.keys.clone(),
                 mtu: config.mtu.clamp(MIN_MTU, MAX_MTU),
+                tcp_idle: stream::idle_after(config.gossip_interval),
                 tasks: transport_tasks.clone(),
                 loss: config.receive_loss.clamp(0.0, 1.0),
                 probes: probes.as_ref().map(|(wiring, _)| wiring.clone()),

@@ -19,7 +19,7 @@ use chitchat::{Chitchat, ChitchatId};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use crate::seal::Session;
 use crate::swim::wire::Message;
@@ -201,7 +201,7 @@ fn refresh(
                 (true, true) => {
                     info!(member = %id.node_id, generation = id.generation_id, "member alive again")
                 }
-                _ => debug!(member = %id.node_id, alive, "first verdict"),
+                _ => trace!(member = %id.node_id, alive, "first verdict"),
             }
             chitchat.set_node_liveness(id, alive);
             written.verdicts.insert(id.clone(), alive);
@@ -230,6 +230,7 @@ fn refresh(
     }
     for (id, claim) in detector.claims() {
         if written.claims.get(id) != Some(claim) {
+            debug!(member = %id.node_id, generation = id.generation_id, incarnation = claim.incarnation, dead = claim.dead, "claim written");
             state.set(Claim::key(id), claim.value());
             written.claims.insert(id.clone(), *claim);
         }

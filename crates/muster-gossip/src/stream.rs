@@ -45,16 +45,25 @@ const QUEUE: usize = 16;
 const MAX_WRITERS: usize = 1_024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A writer with nothing to send for this long closes its connection:
-/// long enough to serve a few rounds with one peer, short enough that an
-/// agent gossiping with a few random peers a round holds few connections
-/// (three peers a round at 200 ms: about 75 at most).
-const IDLE: Duration = Duration::from_secs(5);
+/// A writer with nothing to send for this many gossip rounds closes its
+/// connection (see [`idle_after`]).
+const IDLE_ROUNDS: u32 = 2;
 /// A reader that hears nothing for this long closes its connection; a
 /// frame (or preface) must arrive whole within [`FRAME_TIMEOUT`] of its
 /// first byte.
 const READ_IDLE: Duration = Duration::from_secs(60);
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a writer with nothing to send keeps its connection, for a
+/// gossip round of `round`: [`IDLE_ROUNDS`] rounds, at least 0.5 s and at
+/// most 5 s. Messages past the MTU mostly go to peers picked at random, so
+/// a connection idle for two rounds is rarely used again (memberlist opens
+/// one per push-pull and closes it); a longer idle only holds descriptors:
+/// with 5 s, 1,000 simulated members at 1 s rounds held about 10,000
+/// connections while forming, with 1 s about 2,000.
+pub(crate) fn idle_after(round: Duration) -> Duration {
+    (round * IDLE_ROUNDS).clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
 
 /// One inbound message: where to reply, and the datagram it carries.
 pub(crate) type Inbound = (SocketAddr, Vec<u8>);
@@ -63,6 +72,8 @@ pub(crate) type Inbound = (SocketAddr, Vec<u8>);
 /// stops every task it started.
 pub(crate) struct Stream {
     local: SocketAddr,
+    /// How long a writer with nothing to send keeps its connection.
+    idle: Duration,
     writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     metrics: GossipMetrics,
     stop: CancellationToken,
@@ -80,9 +91,11 @@ impl Stream {
     /// the UDP port) and returns the stream with the channel its inbound
     /// frames arrive on. Every task it starts is spawned on `tasks`: once
     /// the stream is dropped they all end, and waiting on `tasks` tells when
-    /// the port is free again.
+    /// the port is free again. A writer closes its connection after `idle`
+    /// with nothing to send.
     pub async fn open(
         local: SocketAddr,
+        idle: Duration,
         metrics: GossipMetrics,
         tasks: TaskTracker,
     ) -> std::io::Result<(Stream, mpsc::Receiver<Inbound>)> {
@@ -99,6 +112,7 @@ impl Stream {
         Ok((
             Stream {
                 local,
+                idle,
                 writers: HashMap::new(),
                 metrics,
                 stop,
@@ -143,6 +157,7 @@ impl Stream {
         self.tasks.spawn(write(
             bind,
             to,
+            self.idle,
             rx,
             self.metrics.clone(),
             self.stop.child_token(),
@@ -153,10 +168,11 @@ impl Stream {
 
 /// Connects to `to` (from `bind`, so the peer sees the same source
 /// address as this agent's datagrams) and writes queued frames until the
-/// queue closes, the connection idles or fails, or `stop`.
+/// queue closes, the connection idles for `idle` or fails, or `stop`.
 async fn write(
     bind: Option<IpAddr>,
     to: SocketAddr,
+    idle: Duration,
     mut queue: mpsc::Receiver<Vec<u8>>,
     metrics: GossipMetrics,
     stop: CancellationToken,
@@ -180,7 +196,7 @@ async fn write(
     loop {
         let frame = tokio::select! {
             () = stop.cancelled() => return,
-            frame = tokio::time::timeout(IDLE, queue.recv()) => match frame {
+            frame = tokio::time::timeout(idle, queue.recv()) => match frame {
                 Ok(Some(frame)) => frame,
                 Ok(None) | Err(_) => return,
             },
@@ -372,6 +388,7 @@ mod tests {
         let metrics = GossipMetrics::default();
         let (stream, rx) = Stream::open(
             SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(5),
             metrics.clone(),
             TaskTracker::new(),
         )
@@ -399,6 +416,51 @@ mod tests {
         assert_eq!(a_metrics.sent().tcp_messages, 2);
         assert_eq!(a_metrics.sent().tcp_bytes, 20_006);
         assert_eq!(a_metrics.sent().datagrams, 0);
+    }
+
+    #[test]
+    fn an_idle_connection_is_kept_two_rounds_within_half_a_second_and_five() {
+        assert_eq!(
+            idle_after(Duration::from_millis(200)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            idle_after(Duration::from_millis(400)),
+            Duration::from_millis(800)
+        );
+        assert_eq!(idle_after(Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(idle_after(Duration::from_secs(10)), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_writer_closes_its_connection_once_idle_and_opens_another_for_the_next_message() {
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = peer.local_addr().unwrap();
+        let (mut a, _, _) = open().await;
+        a.idle = Duration::from_millis(300);
+        let read_all = |mut conn: TcpStream| async move {
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got))
+                .await
+                .expect("closed by the writer within 5 s")
+                .unwrap();
+            got
+        };
+        assert!(a.send(to, b"one"));
+        let (first, _) = peer.accept().await.unwrap();
+        let opened = std::time::Instant::now();
+        let got = read_all(first).await;
+        assert!(
+            opened.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            opened.elapsed()
+        );
+        assert!(got.starts_with(PREFACE) && got.ends_with(b"one"), "{got:?}");
+        // The writer is gone; the next message connects again.
+        assert!(a.send(to, b"two"));
+        let (second, _) = peer.accept().await.unwrap();
+        let got = read_all(second).await;
+        assert!(got.starts_with(PREFACE) && got.ends_with(b"two"), "{got:?}");
     }
 
     #[tokio::test]
@@ -446,9 +508,14 @@ mod tests {
             .port();
         let local = SocketAddr::from(([127, 0, 0, 1], port));
         let tasks = TaskTracker::new();
-        let (mut b, _b_rx) = Stream::open(local, GossipMetrics::default(), tasks.clone())
-            .await
-            .unwrap();
+        let (mut b, _b_rx) = Stream::open(
+            local,
+            Duration::from_secs(5),
+            GossipMetrics::default(),
+            tasks.clone(),
+        )
+        .await
+        .unwrap();
         // A reader (a peer connected in) and a writer (b connected out).
         let mut peer = TcpStream::connect(local).await.unwrap();
         peer.write_all(PREFACE).await.unwrap();
@@ -480,9 +547,10 @@ mod tests {
         }
         // The peer starts: the next message gets a new connection.
         let metrics = GossipMetrics::default();
-        let (_b, mut b_rx) = Stream::open(absent, metrics, TaskTracker::new())
-            .await
-            .unwrap();
+        let (_b, mut b_rx) =
+            Stream::open(absent, Duration::from_secs(5), metrics, TaskTracker::new())
+                .await
+                .unwrap();
         assert!(a.send(absent, b"found"));
         assert_eq!(next(&mut b_rx).await.1, b"found");
     }

@@ -43,6 +43,8 @@ pub(crate) struct GossipTransport {
     pub keys: Option<GossipKeys>,
     /// The largest datagram to send; larger messages go over TCP.
     pub mtu: usize,
+    /// How long an idle TCP connection to a peer is kept.
+    pub tcp_idle: Duration,
     /// Where the TCP carriage spawns its tasks.
     pub tasks: tokio_util::task::TaskTracker,
     /// The fraction of received messages dropped (simulated loss).
@@ -118,7 +120,8 @@ impl Link {
 #[async_trait::async_trait]
 impl Transport for GossipTransport {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let (socket, stream, inbound) = bind(listen_addr, &self.metrics, &self.tasks).await?;
+        let (socket, stream, inbound) =
+            bind(listen_addr, self.tcp_idle, &self.metrics, &self.tasks).await?;
         let socket = Arc::new(socket);
         let mut session = [0u8; 16];
         getrandom::fill(&mut session).context("no random source for the gossip session")?;
@@ -160,6 +163,7 @@ impl Transport for GossipTransport {
 /// TCP (a connection's local port): then another is tried, up to 64 times.
 async fn bind(
     listen_addr: SocketAddr,
+    tcp_idle: Duration,
     metrics: &GossipMetrics,
     tasks: &tokio_util::task::TaskTracker,
 ) -> anyhow::Result<(tokio::net::UdpSocket, Stream, mpsc::Receiver<Inbound>)> {
@@ -172,7 +176,7 @@ async fn bind(
         let local = socket
             .local_addr()
             .context("no address for the gossip socket")?;
-        match Stream::open(local, metrics.clone(), tasks.clone()).await {
+        match Stream::open(local, tcp_idle, metrics.clone(), tasks.clone()).await {
             Ok((stream, inbound)) => return Ok((socket, stream, inbound)),
             Err(e) => last = Some((local, e)),
         }
@@ -474,9 +478,14 @@ mod tests {
         let tasks = tokio_util::task::TaskTracker::new();
         let metrics = GossipMetrics::default();
         for _ in 0..20 {
-            let (socket, _stream, _rx) = bind("127.0.0.1:0".parse().unwrap(), &metrics, &tasks)
-                .await
-                .expect("binds");
+            let (socket, _stream, _rx) = bind(
+                "127.0.0.1:0".parse().unwrap(),
+                Duration::from_secs(5),
+                &metrics,
+                &tasks,
+            )
+            .await
+            .expect("binds");
             let port = socket.local_addr().unwrap().port();
             assert_ne!(port, 0);
             // The listener holds the same port for TCP.
