@@ -3,12 +3,19 @@
 //!
 //! Four times a round it moves the probe under way along and sends what
 //! the rules ask; it answers pings, relays ping requests and passes their
-//! answers on as they arrive. Once a round, and at the next quarter round
-//! after a claim or an incarnation changed, under the chitchat lock, it
-//! reads every member's incarnation and every claim, judges, and writes
-//! back what changed: each member's verdict into chitchat (whose own phi
-//! detector is switched off: `FailureDetectorConfig::external`), and this
-//! agent's incarnation and claims into its own state, which gossip spreads.
+//! answers on as they arrive. Judging reads every member's incarnation and
+//! every claim under the chitchat lock, judges, and writes back what
+//! changed: each member's verdict into chitchat (whose own phi detector is
+//! switched off: `FailureDetectorConfig::external`), and this agent's
+//! incarnation and claims into its own state, which gossip spreads. It
+//! costs O(members), so it runs only when a verdict can change: at the
+//! next quarter round after a claim or an incarnation was gossiped in,
+//! this agent's claims or incarnation changed, a suspicion times out, or the number of
+//! members changed; and every [`JUDGE_EVERY_ROUNDS`] rounds regardless
+//! (for what no event announces: a claim withdrawn, which chitchat
+//! deletes without an event, or a member replaced between two quarters).
+//! At rest that is one walk over the members per ten rounds, not one a
+//! round.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,6 +39,9 @@ use crate::transport::{Heard, Link};
 /// (suspect or dead), for the sync task.
 pub(crate) type Unsure = Arc<std::sync::RwLock<HashSet<ChitchatId>>>;
 
+/// Rounds between two judgements when nothing announces a change.
+const JUDGE_EVERY_ROUNDS: u32 = 10;
+
 /// Most ping requests relayed at once; more are dropped.
 const MAX_RELAYS: usize = 1024;
 
@@ -49,6 +59,8 @@ struct Written {
     incarnation: u64,
     claims: HashMap<ChitchatId, Claim>,
     verdicts: HashMap<ChitchatId, bool>,
+    /// How many node states chitchat held at the last judgement.
+    nodes: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -75,7 +87,7 @@ pub(crate) async fn run(
     let mut written = Written::default();
     let mut ticker = tokio::time::interval((timing.round / 4).max(Duration::from_millis(5)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_round = Instant::now();
+    let mut next_judgement = Instant::now();
     let mut judge_due = false;
     loop {
         tokio::select! {
@@ -117,25 +129,26 @@ pub(crate) async fn run(
             _ = judge.notified() => judge_due = true,
             _ = ticker.tick() => {
                 let now = Instant::now();
-                let claims = detector.claims().len();
                 let outs = detector.tick(now);
                 // A new claim (or an incarnation raised by a notice) is
                 // written at once, claims and incarnations gossiped by
-                // others are judged at this tick; the rest once a round.
-                if now >= next_round
-                    || judge_due
-                    || detector.claims().len() != claims
-                    || detector.incarnation() != written.incarnation
-                {
-                    if now >= next_round {
-                        next_round = now + timing.round;
-                    }
+                // others are judged at this tick, so is a suspicion that
+                // timed out or a member come or gone; the rest every few
+                // rounds (see the module's documentation).
+                let due = judge_due
+                    || now >= next_judgement
+                    || detector.next_timeout().is_some_and(|t| now >= t)
+                    || *detector.claims() != written.claims
+                    || detector.incarnation() != written.incarnation;
+                let mut chitchat = chitchat.lock().await;
+                if due || chitchat.node_states().len() != written.nodes {
+                    next_judgement = now + timing.round * JUDGE_EVERY_ROUNDS;
                     judge_due = false;
-                    let mut chitchat = chitchat.lock().await;
                     if refresh(&mut chitchat, &mut detector, &mut written, &unsure, now) {
                         verdicts_changed.everything();
                     }
                 }
+                drop(chitchat);
                 for out in outs {
                     send(&mut link, out);
                 }
@@ -184,6 +197,7 @@ fn refresh(
     now: Instant,
 ) -> bool {
     let mut changed = false;
+    written.nodes = chitchat.node_states().len();
     let view = view_of(chitchat);
     detector.judge(view, now);
 

@@ -227,6 +227,9 @@ pub(crate) struct Detector {
     suspected: HashMap<ChitchatId, Instant>,
     verdicts: HashMap<ChitchatId, Verdict>,
     members: HashMap<ChitchatId, u64>,
+    /// When the first suspicion still running times out, as of the last
+    /// judgement.
+    next_timeout: Option<Instant>,
 }
 
 impl Detector {
@@ -244,7 +247,15 @@ impl Detector {
             suspected: HashMap::new(),
             verdicts: HashMap::new(),
             members: HashMap::new(),
+            next_timeout: None,
         }
+    }
+
+    /// When the first suspicion still running at the last judgement times
+    /// out (with the claimants seen then): judging again before that, with
+    /// nothing gossiped in, changes no verdict.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.next_timeout
     }
 
     /// This agent's incarnation: gossiped as [`INCARNATION_KEY`].
@@ -307,15 +318,17 @@ impl Detector {
         }
         self.suspected.retain(|id, _| suspect.contains_key(id));
         let mut verdicts = HashMap::with_capacity(view.members.len());
+        self.next_timeout = None;
         for id in view.members.keys() {
             let verdict = if dead.contains(id) {
                 Verdict::Dead
             } else if let Some(&claimants) = suspect.get(id) {
                 let since = *self.suspected.entry(id.clone()).or_insert(now);
-                let timeout = self.timing.suspicion_timeout_confirmed(members, claimants);
-                if now.duration_since(since) >= timeout {
+                let until = since + self.timing.suspicion_timeout_confirmed(members, claimants);
+                if now >= until {
                     Verdict::Dead
                 } else {
+                    self.next_timeout = Some(self.next_timeout.map_or(until, |t| t.min(until)));
                     Verdict::Suspect
                 }
             } else {
@@ -796,6 +809,7 @@ mod tests {
         d.judge(view(&members, &[(&b, suspect(0))]), t0);
         d.judge(view(&members, &[(&b, suspect(0))]), t0 + confirmed);
         assert_eq!(d.verdicts()[&b], Verdict::Suspect);
+        assert_eq!(d.next_timeout(), Some(t0 + alone));
         // Three agents claim it (one entry per claimant's state): dead,
         // counted from when this agent first saw it suspect.
         let three = [(&b, suspect(0)), (&b, suspect(0)), (&b, suspect(0))];
@@ -924,6 +938,8 @@ mod tests {
         d.judge(view(&[(&b, 0), (&c, 0)], &claimed), t0);
         assert_eq!(d.verdicts()[&b], Verdict::Suspect);
         assert_eq!(d.verdicts()[&c], Verdict::Alive);
+        // Nothing to judge before then, unless something is gossiped in.
+        assert_eq!(d.next_timeout(), Some(t0 + timeout));
         d.judge(
             view(&[(&b, 0), (&c, 0)], &claimed),
             t0 + timeout - Duration::from_millis(1),
@@ -931,9 +947,11 @@ mod tests {
         assert_eq!(d.verdicts()[&b], Verdict::Suspect);
         d.judge(view(&[(&b, 0), (&c, 0)], &claimed), t0 + timeout);
         assert_eq!(d.verdicts()[&b], Verdict::Dead);
+        assert_eq!(d.next_timeout(), None);
         // It refutes: incarnation 1 outranks the claim about 0.
         d.judge(view(&[(&b, 1), (&c, 0)], &claimed), t0 + timeout * 2);
         assert_eq!(d.verdicts()[&b], Verdict::Alive);
+        assert_eq!(d.next_timeout(), None);
         // Claimed again at 1: the timer starts afresh.
         let again = [(&b, suspect(1))];
         let t1 = t0 + timeout * 3;
