@@ -458,9 +458,10 @@ fn note_incarnations(
     for (id, state) in chitchat.node_states() {
         let heartbeat = u64::from(state.heartbeat());
         let alive = live.contains(id);
-        let i = incarnations
-            .entry(id.clone())
-            .or_insert_with(|| Incarnation::first_seen(heartbeat, now));
+        if !incarnations.contains_key(id) {
+            incarnations.insert(id.clone(), Incarnation::first_seen(heartbeat, now));
+        }
+        let i = incarnations.get_mut(id).expect("inserted above");
         let moved = match &unsure {
             Some(unsure) => alive && !unsure.contains(id),
             None => i.heartbeat != heartbeat,
@@ -476,7 +477,11 @@ fn note_incarnations(
             i.dead_since = Some(now);
         }
     }
-    incarnations.retain(|id, _| chitchat.node_states().contains_key(id));
+    // Every node state has its incarnation now: more incarnations than
+    // states are ones chitchat forgot.
+    if incarnations.len() > chitchat.node_states().len() {
+        incarnations.retain(|id, _| chitchat.node_states().contains_key(id));
+    }
 }
 
 /// One look at the cluster under the chitchat lock: at the hosts named in
@@ -498,57 +503,48 @@ fn look(
     now: Instant,
 ) -> (Vec<(String, Copied)>, Option<Vec<Member>>) {
     let dead_grace = settings.dead_grace;
-    let mut by_name: HashMap<&str, Vec<(&ChitchatId, &NodeState, &Incarnation)>> = HashMap::new();
+    // chitchat orders node states by name, then generation: the
+    // incarnations of one name are neighbours, oldest first, in a walk of
+    // every host as in a walk of a few by name. One buffer for the look,
+    // nothing allocated or hashed per host by the grouping.
     let visited: Box<dyn Iterator<Item = (&ChitchatId, &NodeState)>> = match only {
         Some(hosts) => Box::new(hosts.iter().flat_map(|h| states_named(chitchat, h))),
         None => Box::new(chitchat.node_states().iter()),
     };
-    for (id, state) in visited {
-        let Some(incarnation) = incarnations.get(id) else {
-            continue;
-        };
-        by_name
-            .entry(&id.node_id)
-            .or_default()
-            .push((id, state, incarnation));
-    }
+    let visited: Vec<(&ChitchatId, &NodeState, &Incarnation)> = visited
+        .filter_map(|(id, state)| Some((id, state, incarnations.get(id)?)))
+        .collect();
     let mut copied = Vec::new();
     let mut members_changed = false;
-    if only.is_none() {
-        tracked.retain(|name, t| {
-            let keep = by_name.contains_key(name.as_str());
-            members_changed |= !keep;
-            if !keep && t.visible {
-                info!(host = %name, "host forgotten by gossip; its records leave the directory");
-                copied.push((name.clone(), Copied::Hide));
-            }
-            keep
-        });
-        heard.retain(|name| tracked.contains_key(name) || by_name.contains_key(name));
-        claims.retain(|name, _| by_name.contains_key(name.as_str()));
-    }
     // Claimants in conflict, shown but not indexed: rare, rebuilt on every
     // look while there are any.
     let mut extras: Vec<Member> = Vec::new();
     let (mut lagging, mut longest_lag) = (0usize, Duration::ZERO);
-    for (name, mut all) in by_name {
-        all.sort_by_key(|(id, _, _)| id.generation_id);
-        let standings: Vec<Standing> = all
-            .iter()
-            .map(|(id, state, i)| {
-                let alive = i.dead_since.is_none();
-                Standing {
-                    generation: id.generation_id,
-                    alive,
-                    fresh: alive && now.duration_since(i.moved_at) <= settings.suspect_after,
-                    ready: state.get(READY_KEY).is_some(),
-                    expired: i
-                        .dead_since
-                        .is_some_and(|since| now.duration_since(since) >= dead_grace),
-                }
-            })
-            .collect();
-        let claim = claims.entry(name.to_owned()).or_default();
+    let mut standings: Vec<Standing> = Vec::new();
+    let mut names = 0usize;
+    for all in visited.chunk_by(|a, b| a.0.node_id == b.0.node_id) {
+        let name: &str = &all[0].0.node_id;
+        debug_assert!(all.is_sorted_by_key(|(id, _, _)| id.generation_id));
+        names += 1;
+        standings.clear();
+        standings.extend(all.iter().map(|(id, state, i)| {
+            let alive = i.dead_since.is_none();
+            Standing {
+                generation: id.generation_id,
+                alive,
+                fresh: alive && now.duration_since(i.moved_at) <= settings.suspect_after,
+                // Read only where there is a choice: a lone incarnation
+                // counts, ready or not.
+                ready: all.len() > 1 && state.get(READY_KEY).is_some(),
+                expired: i
+                    .dead_since
+                    .is_some_and(|since| now.duration_since(since) >= dead_grace),
+            }
+        }));
+        if !claims.contains_key(name) {
+            claims.insert(name.to_owned(), Claim::default());
+        }
+        let claim = claims.get_mut(name).expect("inserted above");
         let was_conflict = claim.conflict;
         let conflict = claim.note(
             standings.iter().filter(|s| s.fresh && !s.expired).count(),
@@ -581,20 +577,24 @@ fn look(
         }
         let (id, state, incarnation) = all[chosen];
         let alive = incarnation.dead_since.is_none();
-        let t = tracked.entry(name.to_owned()).or_insert_with(|| {
+        if !tracked.contains_key(name) {
             info!(host = %name, generation = id.generation_id, "host discovered");
-            Tracked {
-                id: id.clone(),
-                seen_version: 0,
-                visible: false,
-                verdict: Verdict::first(alive),
-                heard_moved: None,
-                records: 0,
-                meta: BTreeMap::new(),
-                lag: Lag::default(),
-                shown: None,
-            }
-        });
+            tracked.insert(
+                name.to_owned(),
+                Tracked {
+                    id: id.clone(),
+                    seen_version: 0,
+                    visible: false,
+                    verdict: Verdict::first(alive),
+                    heard_moved: None,
+                    records: 0,
+                    meta: BTreeMap::new(),
+                    lag: Lag::default(),
+                    shown: None,
+                },
+            );
+        }
+        let t = tracked.get_mut(name).expect("inserted above");
         let restarted = t.id != *id;
         if restarted {
             info!(host = %name, generation = id.generation_id, "host restarted: its new generation takes over");
@@ -728,6 +728,22 @@ fn look(
     }
     if only.is_some() {
         return (copied, None);
+    }
+    // Every name looked at is tracked now; more tracked names than that
+    // are names chitchat forgot (rare: a walk to find them).
+    if tracked.len() > names {
+        let present: HashSet<&str> = visited.iter().map(|(id, _, _)| &*id.node_id).collect();
+        tracked.retain(|name, t| {
+            let keep = present.contains(name.as_str());
+            members_changed |= !keep;
+            if !keep && t.visible {
+                info!(host = %name, "host forgotten by gossip; its records leave the directory");
+                copied.push((name.clone(), Copied::Hide));
+            }
+            keep
+        });
+        heard.retain(|name| tracked.contains_key(name));
+        claims.retain(|name, _| tracked.contains_key(name));
     }
     settings.metrics.set_lag(lagging, longest_lag);
     members_changed |= !extras.is_empty() || *shown_extras > 0;
