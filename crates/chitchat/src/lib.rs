@@ -95,8 +95,9 @@ pub struct Chitchat {
     previous_live_nodes: HashMap<ChitchatId, Version>,
     live_nodes_watcher_tx: watch::Sender<BTreeMap<ChitchatId, NodeState>>,
     live_nodes_watcher_rx: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
-    /// Where the next partial digest's rotation starts.
-    digest_cursor: usize,
+    /// The node the last partial digest's rotation named last: the next
+    /// one goes on after it.
+    digest_cursor: Option<ChitchatId>,
     /// When a whole digest was last sent, with [`PartialDigests`], and how
     /// many nodes this node knew then.
     last_full_digest: Option<tokio::time::Instant>,
@@ -134,7 +135,7 @@ impl Chitchat {
             previous_live_nodes,
             live_nodes_watcher_tx,
             live_nodes_watcher_rx,
-            digest_cursor: 0,
+            digest_cursor: None,
             last_full_digest: None,
             nodes_at_last_full_digest: 0,
             whole_digests_without_news: 0,

@@ -671,19 +671,25 @@ impl ClusterState {
         max_bytes: usize,
         recent_since: Instant,
         rotation: usize,
-        cursor: &mut usize,
+        cursor: &mut Option<ChitchatId>,
     ) -> Digest {
         const ENTRY_LEN: usize = 3 * 8;
+        // No id serializes shorter: an empty name, a generation, an IPv4
+        // address and a port. Past that many nodes the whole digest cannot
+        // fit, and is not measured.
+        const MIN_ID_LEN: usize = 2 + 8 + 5 + 2;
         let eligible = || {
             self.node_states
                 .iter()
                 .filter(|(id, _)| !scheduled_for_deletion.contains(id))
         };
-        let whole: usize = eligible()
-            .map(|(id, _)| id.serialized_len() + ENTRY_LEN)
-            .sum();
-        if whole <= max_bytes {
-            return self.compute_digest(scheduled_for_deletion);
+        if self.node_states.len() * (MIN_ID_LEN + ENTRY_LEN) <= max_bytes {
+            let whole: usize = eligible()
+                .map(|(id, _)| id.serialized_len() + ENTRY_LEN)
+                .sum();
+            if whole <= max_bytes {
+                return self.compute_digest(scheduled_for_deletion);
+            }
         }
         let mut digest = Digest {
             node_digests: BTreeMap::new(),
@@ -703,30 +709,42 @@ impl ClusterState {
         if let Some(state) = self.node_states.get(self_id) {
             add(&mut digest, self_id, state);
         }
-        let behind = eligible().filter(|(_, s)| s.advertised_max_version() > s.max_version());
+        // One walk finds both the nodes behind and the recent ones.
+        let mut behind = Vec::new();
+        let mut recent: Vec<(&ChitchatId, &NodeState)> = Vec::new();
+        for (id, state) in eligible() {
+            if state.advertised_max_version() > state.max_version() {
+                behind.push((id, state));
+            }
+            if state.changed_at.is_some_and(|at| at >= recent_since) {
+                recent.push((id, state));
+            }
+        }
         for (id, state) in behind {
             if !add(&mut digest, id, state) {
                 return digest;
             }
         }
-        let mut recent: Vec<(&ChitchatId, &NodeState)> = eligible()
-            .filter(|(_, s)| s.changed_at.is_some_and(|at| at >= recent_since))
-            .collect();
         recent.sort_by_key(|(_, s)| std::cmp::Reverse(s.changed_at));
         for (id, state) in recent {
             if !add(&mut digest, id, state) {
                 return digest;
             }
         }
+        // The rotation goes on after the node it named last: a range
+        // lookup, not a walk from the first node.
         let len = self.node_states.len();
-        for (id, state) in self
-            .node_states
-            .iter()
-            .cycle()
-            .skip(*cursor % len.max(1))
+        let after = match cursor.as_ref() {
+            Some(last) => self
+                .node_states
+                .range::<ChitchatId, _>((Bound::Excluded(last), Bound::Unbounded)),
+            None => self.node_states.range::<ChitchatId, _>(..),
+        };
+        for (id, state) in after
+            .chain(self.node_states.iter())
             .take(rotation.min(len))
         {
-            *cursor = cursor.wrapping_add(1);
+            *cursor = Some(id.clone());
             if !scheduled_for_deletion.contains(id) && !add(&mut digest, id, state) {
                 break;
             }
