@@ -10,7 +10,8 @@
 //! incarnation and claims into its own state, which gossip spreads. It
 //! costs O(members), so it runs only when a verdict can change: at the
 //! next quarter round after a claim or an incarnation was gossiped in,
-//! this agent's claims or incarnation changed, a suspicion times out, or the number of
+//! this agent's claims or incarnation changed (and once more after they
+//! are written, so its own claims count), a suspicion times out, or the number of
 //! members changed; and every [`JUDGE_EVERY_ROUNDS`] rounds regardless
 //! (for what no event announces: a claim withdrawn, which chitchat
 //! deletes without an event, or a member replaced between two quarters).
@@ -61,6 +62,9 @@ struct Written {
     verdicts: HashMap<ChitchatId, bool>,
     /// How many node states chitchat held at the last judgement.
     nodes: usize,
+    /// The last judgement wrote a claim or the incarnation: the view it
+    /// judged lacked them, so the next quarter round judges again.
+    wrote: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -139,7 +143,8 @@ pub(crate) async fn run(
                     || now >= next_judgement
                     || detector.next_timeout().is_some_and(|t| now >= t)
                     || *detector.claims() != written.claims
-                    || detector.incarnation() != written.incarnation;
+                    || detector.incarnation() != written.incarnation
+                    || written.wrote;
                 let mut chitchat = chitchat.lock().await;
                 if due || chitchat.node_states().len() != written.nodes {
                     next_judgement = now + timing.round * JUDGE_EVERY_ROUNDS;
@@ -198,6 +203,7 @@ fn refresh(
 ) -> bool {
     let mut changed = false;
     written.nodes = chitchat.node_states().len();
+    written.wrote = false;
     let view = view_of(chitchat);
     detector.judge(view, now);
 
@@ -241,18 +247,21 @@ fn refresh(
         );
         state.set(INCARNATION_KEY, detector.incarnation());
         written.incarnation = detector.incarnation();
+        written.wrote = true;
     }
     for (id, claim) in detector.claims() {
         if written.claims.get(id) != Some(claim) {
             debug!(member = %id.node_id, generation = id.generation_id, incarnation = claim.incarnation, dead = claim.dead, "claim written");
             state.set(Claim::key(id), claim.value());
             written.claims.insert(id.clone(), *claim);
+            written.wrote = true;
         }
     }
     written.claims.retain(|id, _| {
         let keep = detector.claims().contains_key(id);
         if !keep {
             state.delete(&Claim::key(id));
+            written.wrote = true;
         }
         keep
     });
