@@ -229,6 +229,17 @@ async fn health_and_network_changes_are_followed() {
     drop(c);
 }
 
+/// The Docker status `agent` shows for the member `name`.
+async fn docker_status(agent: &Agent, name: &str) -> Option<String> {
+    let members = agent.members().await;
+    members
+        .into_iter()
+        .find(|m| m.name == name)?
+        .meta
+        .get("docker")
+        .cloned()
+}
+
 /// Names of the records of this run, as an agent lists them.
 async fn listed(agent: &Agent, run: &str) -> BTreeSet<String> {
     agent
@@ -268,9 +279,7 @@ async fn after_a_lost_engine_returns_the_directory_equals_docker_ps() {
         Duration::from_secs(15),
         "a's Docker source to be disconnected",
         || async {
-            let members = b.members().await;
-            let a_member = members.into_iter().find(|m| m.name == "a")?;
-            (a_member.meta.get("docker").map(String::as_str) == Some("disconnected")).then_some(())
+            (docker_status(&b, "a").await.as_deref() == Some("disconnected")).then_some(())
         },
     )
     .await;
@@ -314,11 +323,7 @@ async fn after_a_lost_engine_returns_the_directory_equals_docker_ps() {
     eventually(
         Duration::from_secs(5),
         "a's Docker source to be connected again",
-        || async {
-            let members = b.members().await;
-            let a_member = members.into_iter().find(|m| m.name == "a")?;
-            (a_member.meta.get("docker").map(String::as_str) == Some("connected")).then_some(())
-        },
+        || async { (docker_status(&b, "a").await.as_deref() == Some("connected")).then_some(()) },
     )
     .await;
     assert!(
