@@ -617,12 +617,12 @@ impl Chitchat {
         let every = partial
             .full_every
             .mul_f64((nodes as f64 / 1_000.0).max(1.0));
-        let behind = self
+        // One walk over the nodes: the count of those behind decides
+        // below, and a partial digest names them and the recent ones.
+        let candidates = self
             .cluster_state
-            .node_states()
-            .values()
-            .filter(|s| s.advertised_max_version() > s.max_version())
-            .count();
+            .digest_candidates(&scheduled, now.checked_sub(partial.recent).unwrap_or(now));
+        let behind = candidates.behind;
         let due = self.last_full_digest.is_none_or(|at| now >= at + every);
         // A partial digest cannot ask for nodes this one has not heard of,
         // so whole ones go on while they bring such nodes. Joining, until
@@ -664,7 +664,7 @@ impl Chitchat {
             &self.config.chitchat_id,
             &scheduled,
             partial.max_bytes,
-            now.checked_sub(partial.recent).unwrap_or(now),
+            candidates,
             partial.rotation,
             &mut self.digest_cursor,
         )

@@ -566,6 +566,17 @@ impl Default for ClusterState {
     }
 }
 
+/// What one walk over the cluster state found for the next partial
+/// digest (see [`ClusterState::digest_candidates`]).
+pub(crate) struct DigestCandidates<'a> {
+    /// How many nodes this state lacks changes of.
+    pub behind: usize,
+    /// Those of them not scheduled for deletion.
+    lacking: Vec<(&'a ChitchatId, &'a NodeState)>,
+    /// Nodes changed lately, not scheduled for deletion.
+    recent: Vec<(&'a ChitchatId, &'a NodeState)>,
+}
+
 impl ClusterState {
     pub fn with_seed_addrs(seed_addrs: watch::Receiver<HashSet<SocketAddr>>) -> ClusterState {
         ClusterState {
@@ -658,18 +669,48 @@ impl ClusterState {
         }
     }
 
+    /// The nodes a partial digest names first, found in one walk: those
+    /// whose changes this state lacks and those changed since
+    /// `recent_since`, nodes scheduled for deletion left out (but counted
+    /// in [`DigestCandidates::behind`]).
+    pub(crate) fn digest_candidates(
+        &self,
+        scheduled_for_deletion: &HashSet<&ChitchatId>,
+        recent_since: Instant,
+    ) -> DigestCandidates<'_> {
+        let mut candidates = DigestCandidates {
+            behind: 0,
+            lacking: Vec::new(),
+            recent: Vec::new(),
+        };
+        for (id, state) in &self.node_states {
+            let behind = state.advertised_max_version() > state.max_version();
+            candidates.behind += usize::from(behind);
+            if scheduled_for_deletion.contains(id) {
+                continue;
+            }
+            if behind {
+                candidates.lacking.push((id, state));
+            }
+            if state.changed_at.is_some_and(|at| at >= recent_since) {
+                candidates.recent.push((id, state));
+            }
+        }
+        candidates
+    }
+
     /// A digest of at most about `max_bytes` (before compression): the
     /// whole digest if it fits; else a partial one naming `self_id`, the
     /// nodes whose changes this state lacks (a peer then sends them), the
-    /// nodes changed since `recent_since` (so changes spread), newest
-    /// first, and `rotation` more taken in turn from `cursor` (so a lag
-    /// nobody announces is found in time).
+    /// nodes changed lately (so changes spread), newest first, both from
+    /// `candidates`, and `rotation` more taken in turn after `cursor` (so
+    /// a lag nobody announces is found in time).
     pub(crate) fn compute_bounded_digest(
         &self,
         self_id: &ChitchatId,
         scheduled_for_deletion: &HashSet<&ChitchatId>,
         max_bytes: usize,
-        recent_since: Instant,
+        candidates: DigestCandidates<'_>,
         rotation: usize,
         cursor: &mut Option<ChitchatId>,
     ) -> Digest {
@@ -678,13 +719,11 @@ impl ClusterState {
         // address and a port. Past that many nodes the whole digest cannot
         // fit, and is not measured.
         const MIN_ID_LEN: usize = 2 + 8 + 5 + 2;
-        let eligible = || {
-            self.node_states
+        if self.node_states.len() * (MIN_ID_LEN + ENTRY_LEN) <= max_bytes {
+            let whole: usize = self
+                .node_states
                 .iter()
                 .filter(|(id, _)| !scheduled_for_deletion.contains(id))
-        };
-        if self.node_states.len() * (MIN_ID_LEN + ENTRY_LEN) <= max_bytes {
-            let whole: usize = eligible()
                 .map(|(id, _)| id.serialized_len() + ENTRY_LEN)
                 .sum();
             if whole <= max_bytes {
@@ -709,18 +748,12 @@ impl ClusterState {
         if let Some(state) = self.node_states.get(self_id) {
             add(&mut digest, self_id, state);
         }
-        // One walk finds both the nodes behind and the recent ones.
-        let mut behind = Vec::new();
-        let mut recent: Vec<(&ChitchatId, &NodeState)> = Vec::new();
-        for (id, state) in eligible() {
-            if state.advertised_max_version() > state.max_version() {
-                behind.push((id, state));
-            }
-            if state.changed_at.is_some_and(|at| at >= recent_since) {
-                recent.push((id, state));
-            }
-        }
-        for (id, state) in behind {
+        let DigestCandidates {
+            lacking,
+            mut recent,
+            ..
+        } = candidates;
+        for (id, state) in lacking {
             if !add(&mut digest, id, state) {
                 return digest;
             }
