@@ -458,10 +458,7 @@ fn note_incarnations(
     for (id, state) in chitchat.node_states() {
         let heartbeat = u64::from(state.heartbeat());
         let alive = live.contains(id);
-        if !incarnations.contains_key(id) {
-            incarnations.insert(id.clone(), Incarnation::first_seen(heartbeat, now));
-        }
-        let i = incarnations.get_mut(id).expect("inserted above");
+        let i = entry(incarnations, id, || Incarnation::first_seen(heartbeat, now));
         let moved = match &unsure {
             Some(unsure) => alive && !unsure.contains(id),
             None => i.heartbeat != heartbeat,
@@ -541,10 +538,7 @@ fn look(
                     .is_some_and(|since| now.duration_since(since) >= dead_grace),
             }
         }));
-        if !claims.contains_key(name) {
-            claims.insert(name.to_owned(), Claim::default());
-        }
-        let claim = claims.get_mut(name).expect("inserted above");
+        let claim = entry(claims, name, Claim::default);
         let was_conflict = claim.conflict;
         let conflict = claim.note(
             standings.iter().filter(|s| s.fresh && !s.expired).count(),
@@ -577,24 +571,20 @@ fn look(
         }
         let (id, state, incarnation) = all[chosen];
         let alive = incarnation.dead_since.is_none();
-        if !tracked.contains_key(name) {
+        let t = entry(tracked, name, || {
             info!(host = %name, generation = id.generation_id, "host discovered");
-            tracked.insert(
-                name.to_owned(),
-                Tracked {
-                    id: id.clone(),
-                    seen_version: 0,
-                    visible: false,
-                    verdict: Verdict::first(alive),
-                    heard_moved: None,
-                    records: 0,
-                    meta: BTreeMap::new(),
-                    lag: Lag::default(),
-                    shown: None,
-                },
-            );
-        }
-        let t = tracked.get_mut(name).expect("inserted above");
+            Tracked {
+                id: id.clone(),
+                seen_version: 0,
+                visible: false,
+                verdict: Verdict::first(alive),
+                heard_moved: None,
+                records: 0,
+                meta: BTreeMap::new(),
+                lag: Lag::default(),
+                shown: None,
+            }
+        });
         let restarted = t.id != *id;
         if restarted {
             info!(host = %name, generation = id.generation_id, "host restarted: its new generation takes over");
@@ -758,6 +748,19 @@ fn look(
     (copied, members)
 }
 
+/// `map`'s value for `key`, made by `make` if missing: like `entry`, but
+/// the key is cloned only when it is inserted, not on every look.
+fn entry<'m, K, Q, V>(map: &'m mut HashMap<K, V>, key: &Q, make: impl FnOnce() -> V) -> &'m mut V
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+{
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), make());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// A delta is only safe when every tombstone since our last look is still
 /// there; chitchat forgets tombstones up to `last_gc_version`, and a reset
 /// can make versions go backwards.
@@ -803,6 +806,14 @@ fn meta_of(state: &NodeState) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_made_once_and_then_found() {
+        let mut map: HashMap<String, u32> = HashMap::new();
+        *entry(&mut map, "a", || 1) += 10;
+        assert_eq!(*entry(&mut map, "a", || panic!("made twice")), 11);
+        assert_eq!(map.len(), 1);
+    }
 
     /// An incarnation of generation `generation`, heard from lately,
     /// ready, and alive.
